@@ -1,0 +1,36 @@
+"""AgentTrace: record every I/O of an agent run, replay it offline, and govern the replay.
+
+import agenttrace
+agenttrace.init()                      # configuration from AGENTTRACE_* / pyproject.toml
+
+@agenttrace.run(name="checkout_agent")
+def main():
+    with agenttrace.step("Planning", type="thought", input={"goal": "..."}):
+        agenttrace.set_result({"plan": [...]})
+"""
+
+from ._api import get_settings, init, run, set_result, shutdown, step
+from ._config import Settings
+from .errors import (
+    ConfigError,
+    EventsFileError,
+    GovernanceViolation,
+    ReplayDivergence,
+    SandboxEscape,
+)
+
+__all__ = [
+    "init",
+    "get_settings",
+    "shutdown",
+    "run",
+    "step",
+    "set_result",
+    "Settings",
+    "ConfigError",
+    "EventsFileError",
+    "GovernanceViolation",
+    "ReplayDivergence",
+    "SandboxEscape",
+]
+__version__ = "0.1.0"

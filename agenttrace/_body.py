@@ -7,7 +7,15 @@ import json
 import zlib
 from typing import Any
 
-_TEXT_TYPES = ("json", "text/", "xml", "javascript", "x-www-form-urlencoded", "event-stream", "ndjson")
+_TEXT_TYPES = (
+    "json",
+    "text/",
+    "xml",
+    "javascript",
+    "x-www-form-urlencoded",
+    "event-stream",
+    "ndjson",
+)
 
 
 def header(headers: list[list[str]] | list[tuple[str, str]], name: str) -> str | None:

@@ -36,14 +36,32 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    Param("api_key", "AGENTTRACE_API_KEY", None, "API key; must start with at_live_ or at_test_", from_file=False),
-    Param("api_url", "AGENTTRACE_API_URL", DEFAULT_API_URL, "Backend URL (a bare host gets https://)"),
+    Param(
+        "api_key",
+        "AGENTTRACE_API_KEY",
+        None,
+        "API key; must start with at_live_ or at_test_",
+        from_file=False,
+    ),
+    Param(
+        "api_url", "AGENTTRACE_API_URL", DEFAULT_API_URL, "Backend URL (a bare host gets https://)"
+    ),
     Param("mode", "AGENTTRACE_MODE", "record", "record or replay"),
     Param("governance_level", "AGENTTRACE_GOVERNANCE_LEVEL", "relaxed", "relaxed or governance"),
-    Param("replay_events", "AGENTTRACE_REPLAY_EVENTS_FILE", None, "Events to replay: list, trace document or path"),
+    Param(
+        "replay_events",
+        "AGENTTRACE_REPLAY_EVENTS_FILE",
+        None,
+        "Events to replay: list, trace document or path",
+    ),
     Param("mask", "AGENTTRACE_MASK", (), "Extra regexes masked in every string of every event"),
     Param("local_dir", "AGENTTRACE_LOCAL_DIR", ".agenttrace", "Local trace store directory"),
-    Param("service_name", "OTEL_SERVICE_NAME", None, "service.name resource attribute (default: script name)"),
+    Param(
+        "service_name",
+        "OTEL_SERVICE_NAME",
+        None,
+        "service.name resource attribute (default: script name)",
+    ),
 )
 _PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
@@ -134,7 +152,10 @@ def resolve(overrides: Mapping[str, Any]) -> Settings:
         if overrides.get(param.name) is not None:
             values[param.name], sources[param.name] = overrides[param.name], "init() argument"
         elif param.env and os.environ.get(param.env):
-            values[param.name], sources[param.name] = os.environ[param.env], f"environment {param.env}"
+            values[param.name], sources[param.name] = (
+                os.environ[param.env],
+                f"environment {param.env}",
+            )
         elif param.name in file_values:
             if not param.from_file:
                 raise ConfigError(
@@ -158,16 +179,17 @@ def _choice(name: str, value: Any, source: str, choices: tuple[str, ...]) -> str
 
 def _validate(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     key = values["api_key"]
-    if key is not None:
-        if not isinstance(key, str) or not key.startswith(API_KEY_PREFIXES):
-            shown = mask_key(key) if isinstance(key, str) else type(key).__name__
-            raise ConfigError(
-                f"api_key={shown!r} (from {sources['api_key']}) is not an AgentTrace key; "
-                f"keys start with {' or '.join(API_KEY_PREFIXES)}"
-            )
+    if key is not None and (not isinstance(key, str) or not key.startswith(API_KEY_PREFIXES)):
+        shown = mask_key(key) if isinstance(key, str) else type(key).__name__
+        raise ConfigError(
+            f"api_key={shown!r} (from {sources['api_key']}) is not an AgentTrace key; "
+            f"keys start with {' or '.join(API_KEY_PREFIXES)}"
+        )
     url = values["api_url"]
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"api_url={url!r} (from {sources['api_url']}) must be a URL such as {DEFAULT_API_URL}")
+        raise ConfigError(
+            f"api_url={url!r} (from {sources['api_url']}) must be a URL such as {DEFAULT_API_URL}"
+        )
     url = url.strip().rstrip("/")
     if "://" not in url:
         url = "https://" + url
@@ -178,7 +200,10 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     values["api_url"] = url
     values["mode"] = _choice("mode", values["mode"], sources["mode"], MODES)
     values["governance_level"] = _choice(
-        "governance_level", values["governance_level"], sources["governance_level"], GOVERNANCE_LEVELS
+        "governance_level",
+        values["governance_level"],
+        sources["governance_level"],
+        GOVERNANCE_LEVELS,
     )
     values["mask"] = _mask_value(values["mask"], sources["mask"])
     if values["mode"] == "replay" and values["replay_events"] is None:
@@ -187,7 +212,9 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> Settings:
             "or a path to init(), or set AGENTTRACE_REPLAY_EVENTS_FILE=./.agenttrace/last.json"
         )
     if not isinstance(values["local_dir"], (str, os.PathLike)):
-        raise ConfigError(f"local_dir={values['local_dir']!r} (from {sources['local_dir']}) must be a path")
+        raise ConfigError(
+            f"local_dir={values['local_dir']!r} (from {sources['local_dir']}) must be a path"
+        )
     values["local_dir"] = os.fspath(values["local_dir"])
     if values["service_name"] is None:
         values["service_name"] = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "python"
@@ -205,7 +232,9 @@ def _mask_value(value: Any, source: str) -> Any:
         try:
             re.compile(pattern)
         except (re.error, TypeError) as exc:
-            raise ConfigError(f"mask pattern {pattern!r} (from {source}) is not a valid regex: {exc}") from None
+            raise ConfigError(
+                f"mask pattern {pattern!r} (from {source}) is not a valid regex: {exc}"
+            ) from None
     return tuple(value)
 
 

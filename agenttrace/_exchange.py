@@ -9,7 +9,6 @@ client's response from ``exchange.answer``.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,19 +18,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, is_instrumentation_enabled
+from opentelemetry.instrumentation.utils import (
+    is_http_instrumentation_enabled,
+    is_instrumentation_enabled,
+)
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import _body, _trace
+from . import _body, _context, _trace
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
 logger = logging.getLogger("agenttrace")
-
-# Set while a client is inside an intercepted call, so the layers below it (requests → urllib3 →
-# http.client) do not capture the same call again.
-_IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("agenttrace_in_call", default=False)
 
 _STREAM_TYPES = ("event-stream", "ndjson", "x-jsonlines")
 _COALESCE_S = 0.001  # reads closer together than this are stored as one chunk
@@ -60,13 +58,18 @@ class Answer:
         self.http_version: str = (response or {}).get("http_version") or "HTTP/1.1"
         self.has_response = response is not None
         recorded_headers = [tuple(h) for h in (response or {}).get("headers", [])]
-        encoding = None if (response or {}).get("body_encoding") else _body.header(recorded_headers, "content-encoding")
+        encoding = (
+            None
+            if (response or {}).get("body_encoding")
+            else _body.header(recorded_headers, "content-encoding")
+        )
         self._encoding = encoding
         self._payload = self._decoded_chunks(response or {})
         if encoding and _body.header(recorded_headers, "content-length") is not None:
             length = len(b"".join(self.chunks()))
             recorded_headers = [
-                (k, str(length) if k.lower() == "content-length" else v) for k, v in recorded_headers
+                (k, str(length) if k.lower() == "content-length" else v)
+                for k, v in recorded_headers
             ]
         self.headers: list[tuple[str, str]] = recorded_headers
 
@@ -94,7 +97,9 @@ class Answer:
 
 def begin(call: HttpCall) -> Exchange | None:
     """Start intercepting a call; None means "not ours, call the client as if we were not here"."""
-    if _IN_CALL.get() or not is_instrumentation_enabled():
+    # Inside an intercepted call the layers below it (requests → urllib3 → http.client) must not
+    # capture the same call again; suppressed instrumentation is the SDK's own export traffic.
+    if _context.in_call() or not is_instrumentation_enabled():
         return None
     from ._runtime import current_runtime
 
@@ -153,7 +158,9 @@ class Exchange:
             # An outer HTTP instrumentation (e.g. opentelemetry-instrumentation-requests) owns the
             # CLIENT span; we enrich it rather than nest a second one.
             if current.is_recording():
-                current.set_attributes({_trace.ATTR_SEQ: self.seq, "agenttrace.client": self.call.client})
+                current.set_attributes(
+                    {_trace.ATTR_SEQ: self.seq, "agenttrace.client": self.call.client}
+                )
             return current, False
         span = self.runtime.tracer.start_span(
             self.call.method,
@@ -168,14 +175,14 @@ class Exchange:
     @contextmanager
     def sending(self) -> Iterator[None]:
         """Wrap the real call: layers below are not captured again; an exception is recorded."""
-        token = _IN_CALL.set(True)
+        token = _context.enter_call()
         try:
             yield
         except BaseException as exc:
             self.fail(exc)
             raise
         finally:
-            _IN_CALL.reset(token)
+            _context.exit_call(token)
 
     def response(
         self,
@@ -270,18 +277,24 @@ class Exchange:
         }
         if self._response is not None:
             response = self._response
-            ctype = (_body.header([tuple(h) for h in response["headers"]], "content-type") or "").lower()
+            ctype = (
+                _body.header([tuple(h) for h in response["headers"]], "content-type") or ""
+            ).lower()
             streamed = any(t in ctype for t in _STREAM_TYPES) or (
-                len(self._chunks) > 1 and _body.header([tuple(h) for h in response["headers"]], "content-length") is None
+                len(self._chunks) > 1
+                and _body.header([tuple(h) for h in response["headers"]], "content-length") is None
             )
             if streamed:
                 response["chunks"] = [
-                    {"at_ms": round(at, 3), **_body.encode_chunk(bytes(data))} for at, data in self._chunks
+                    {"at_ms": round(at, 3), **_body.encode_chunk(bytes(data))}
+                    for at, data in self._chunks
                 ]
             else:
                 data = b"".join(bytes(d) for _, d in self._chunks)
                 response["body"] = (
-                    {"base64": _b64(data)} if "body_encoding" in response else _body.encode_body(data, ctype)
+                    {"base64": _b64(data)}
+                    if "body_encoding" in response
+                    else _body.encode_body(data, ctype)
                 )
             event["response"] = response
         if self._error is not None:

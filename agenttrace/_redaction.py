@@ -62,9 +62,13 @@ class Rules:
                 try:
                     patterns.append(re.compile(item, re.IGNORECASE))
                 except re.error as exc:
-                    raise ValueError(f"step filter {item!r} is not a field name nor a valid regex: {exc}") from None
+                    raise ValueError(
+                        f"step filter {item!r} is not a field name nor a valid regex: {exc}"
+                    ) from None
             else:
-                raise TypeError(f"step filter entries must be strings, regexes or callables, not {item!r}")
+                raise TypeError(
+                    f"step filter entries must be strings, regexes or callables, not {item!r}"
+                )
         return cls(frozenset(fields), tuple(patterns), tuple(callables))
 
     def __add__(self, other: Rules) -> Rules:
@@ -73,7 +77,9 @@ class Rules:
         if self is EMPTY:
             return other
         return Rules(
-            self.fields | other.fields, self.patterns + other.patterns, self.callables + other.callables
+            self.fields | other.fields,
+            self.patterns + other.patterns,
+            self.callables + other.callables,
         )
 
 
@@ -182,7 +188,9 @@ class Redactor:
                     headers.append([name, walk.text(value, path)])
             out["headers"] = headers
         if message.get("body") is not None:
-            out["body"] = self._body(message["body"], f"{where}.body", walk, message.get("headers", []))
+            out["body"] = self._body(
+                message["body"], f"{where}.body", walk, message.get("headers", [])
+            )
         if message.get("chunks"):
             out["chunks"] = [
                 {**c, "text": walk.text(c["text"], f"{where}.chunks[{i}]")} if "text" in c else c
@@ -226,7 +234,9 @@ class Redactor:
             else:
                 v = walk.text(v, f"request.url.query.{k}")
             query.append((k, v))
-        base = walk.text(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), "request.url")
+        base = walk.text(
+            urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), "request.url"
+        )
         if len(walk.paths) == before:
             return url  # untouched: keep the caller's exact encoding
         return base + "?" + urlencode(query, safe="[]")
@@ -234,12 +244,20 @@ class Redactor:
 
 def stub(event: dict[str, Any]) -> dict[str, Any]:
     """What remains of an event whose step filter dropped it: enough to replay its shape."""
-    kept = {k: event[k] for k in ("seq", "kind", "step", "span_id", "duration_ms", "client") if k in event}
+    kept = {
+        k: event[k]
+        for k in ("seq", "kind", "step", "span_id", "duration_ms", "client")
+        if k in event
+    }
     kept["request"] = {"method": event["request"]["method"], "url": event["request"]["url"]}
     if event.get("response") is not None:
         kept["response"] = {"status": event["response"].get("status"), "headers": [], "body": None}
     if event.get("error") is not None:
-        kept["error"] = {"type": event["error"].get("type"), "module": event["error"].get("module"), "message": MARKER}
+        kept["error"] = {
+            "type": event["error"].get("type"),
+            "module": event["error"].get("module"),
+            "message": MARKER,
+        }
     kept["redacted"] = ["*"]
     kept["dropped"] = True
     return kept

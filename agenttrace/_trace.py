@@ -20,7 +20,9 @@ ATTR_EVENT = "agenttrace.event"  # one I/O event (JSON) on its CLIENT span
 ATTR_EVENTS = "agenttrace.events"  # a JSON list of non-HTTP events (entropy, dns, clock)
 ATTR_SEQ = "agenttrace.seq"
 ATTR_RUN_NAME = "agenttrace.run.name"
-ATTR_RUN = "agenttrace.run"  # JSON: run facts replay needs (seed, started_at, hash_seed, sdk, python)
+ATTR_RUN = (
+    "agenttrace.run"  # JSON: run facts replay needs (seed, started_at, hash_seed, sdk, python)
+)
 ATTR_STEP_TYPE = "agenttrace.step.type"
 ATTR_STEP_INPUT = "agenttrace.step.input"
 ATTR_STEP_RESULT = "agenttrace.step.result"
@@ -61,7 +63,9 @@ def _iso(ns: int | None) -> str | None:
         return None
     import datetime as _dt
 
-    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return (
+        _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    )
 
 
 def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -90,7 +94,9 @@ def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         facts = json.loads(root["attributes"].get(ATTR_RUN, "{}"))
         run.update(
             name=root["attributes"].get(ATTR_RUN_NAME),
-            status="error" if root["status"] == "error" else ("ok" if root.get("end_ns") else "unset"),
+            status="error"
+            if root["status"] == "error"
+            else ("ok" if root.get("end_ns") else "unset"),
             started_at=_iso(root["start_ns"]),
             ended_at=_iso(root.get("end_ns")),
         )
@@ -107,7 +113,9 @@ def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _public_span(span: Mapping[str, Any]) -> dict[str, Any]:
-    attrs = {k: v for k, v in span["attributes"].items() if k not in (ATTR_EVENT, ATTR_EVENTS, ATTR_RUN)}
+    attrs = {
+        k: v for k, v in span["attributes"].items() if k not in (ATTR_EVENT, ATTR_EVENTS, ATTR_RUN)
+    }
     out = {
         "span_id": span["span_id"],
         "parent_id": span.get("parent_id"),
@@ -161,8 +169,14 @@ def load_replay_source(source: Any) -> tuple[dict[str, Any], list[dict[str, Any]
         )
     for index, event in enumerate(events):
         if not isinstance(event, dict):
-            raise EventsFileError(f"{label}: events[{index}] is a {type(event).__name__}, not an object")
-        missing = [f for f in EVENT_FIELDS if f not in event and not (f == "request" and event.get("kind") != "http")]
+            raise EventsFileError(
+                f"{label}: events[{index}] is a {type(event).__name__}, not an object"
+            )
+        missing = [
+            f
+            for f in EVENT_FIELDS
+            if f not in event and not (f == "request" and event.get("kind") != "http")
+        ]
         if missing:
             raise EventsFileError(
                 f"{label}: events[{index}] (seq {event.get('seq', '?')}) is missing {', '.join(missing)}; "
@@ -175,7 +189,9 @@ def load_replay_source(source: Any) -> tuple[dict[str, Any], list[dict[str, Any]
                 )
             req = event["request"]
             if not isinstance(req, dict) or "method" not in req or "url" not in req:
-                raise EventsFileError(f"{label}: events[{index}] (seq {event['seq']}) request lacks method/url")
+                raise EventsFileError(
+                    f"{label}: events[{index}] (seq {event['seq']}) request lacks method/url"
+                )
     return run, sorted(events, key=lambda e: e["seq"]), label
 
 
@@ -195,7 +211,11 @@ def _read_json_file(path: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = "the file looks truncated" if exc.pos >= len(text.rstrip()) - 1 else "it is not valid JSON"
+        hint = (
+            "the file looks truncated"
+            if exc.pos >= len(text.rstrip()) - 1
+            else "it is not valid JSON"
+        )
         raise EventsFileError(
             f"{path}: line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}; {hint}"
         ) from None

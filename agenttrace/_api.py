@@ -1,0 +1,377 @@
+"""The run/step API: decorators and context managers for sync, async and generator code."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import _config, _context, _runtime, _trace
+from ._redaction import Rules
+
+logger = logging.getLogger("agenttrace")
+F = TypeVar("F", bound=Callable[..., Any])
+_init_lock = threading.Lock()
+_warned_reinit = False
+
+
+def init(
+    api_key: str | None = None,
+    api_url: str | None = None,
+    mode: str | None = None,
+    governance_level: str | None = None,
+    replay_events: Any = None,
+    **more: Any,
+) -> _config.Settings:
+    """Configure AgentTrace for this process and start recording (or replaying).
+
+    Each argument overrides its ``AGENTTRACE_*`` environment variable, which overrides
+    ``[tool.agenttrace]`` in ``pyproject.toml``. Idempotent: a second call keeps the first
+    configuration and returns it (a warning names any differing argument it ignored).
+    Raises :class:`ConfigError` for invalid settings and :class:`EventsFileError` for unusable
+    replay events.
+    """
+    global _warned_reinit
+    overrides = {
+        "api_key": api_key,
+        "api_url": api_url,
+        "mode": mode,
+        "governance_level": governance_level,
+        "replay_events": replay_events,
+        **more,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    with _init_lock:
+        runtime = _runtime.current_runtime()
+        if runtime is not None:
+            ignored = [k for k, v in overrides.items() if getattr(runtime.settings, k, None) != v]
+            if ignored and not _warned_reinit:
+                _warned_reinit = True
+                logger.warning(
+                    "agenttrace.init() was already called; keeping the first configuration "
+                    "(ignored: %s)",
+                    ", ".join(ignored),
+                )
+            return runtime.settings
+        settings = _config.resolve(overrides)
+        runtime = _runtime.Runtime(settings)
+        runtime.start()
+        _runtime.track_exit()
+        return settings
+
+
+def get_settings() -> _config.Settings:
+    """The resolved settings: those in force, or what ``init()`` would resolve right now."""
+    runtime = _runtime.current_runtime()
+    return runtime.settings if runtime is not None else _config.resolve({})
+
+
+def shutdown() -> None:
+    """End open runs, write or flush the trace, and stop intercepting. Also runs at exit."""
+    runtime = _runtime.current_runtime()
+    if runtime is not None:
+        runtime.shutdown()
+        _runtime.uninstall()
+
+
+def _ensure_runtime() -> _runtime.Runtime:
+    runtime = _runtime.current_runtime()
+    if runtime is None:
+        init()
+        runtime = _runtime.current_runtime()
+    assert runtime is not None
+    return runtime
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
+class _Scope:
+    """What ``run`` and ``step`` share: a span opened once, activated around each resume."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def context(self) -> otel_context.Context:
+        raise NotImplementedError
+
+    def finish(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def activated(self) -> Iterator[None]:
+        token = otel_context.attach(self.context())
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+
+def _failure(exc: BaseException | None) -> str | None:
+    if exc is None or isinstance(exc, GeneratorExit):
+        return None
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return None
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _RunScope(_Scope):
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+        self.handle: _runtime.RunHandle | None = None
+
+    def start(self) -> None:
+        runtime = _ensure_runtime()
+        self.handle = runtime.open_run(self.name or runtime.settings.service_name or "agent_run")
+
+    def context(self) -> otel_context.Context:
+        assert self.handle is not None
+        return trace.set_span_in_context(self.handle.span, otel_context.Context())
+
+    def finish(self, exc: BaseException | None) -> None:
+        assert self.handle is not None
+        failure = _failure(exc)
+        if failure:
+            self.handle.fail(failure)
+            if exc is not None:
+                self.handle.span.record_exception(exc)
+        self.handle.runtime.close_run(self.handle)
+
+
+class _StepScope(_Scope):
+    def __init__(self, name: str, type: str | None, input: Any, filter: Any) -> None:
+        self.name = name
+        self.type = type
+        self.input = input
+        self.rules = Rules.parse(filter)
+        self.state: _context.StepState | None = None
+        self._parent: otel_context.Context | None = None
+
+    def start(self) -> None:
+        runtime = _ensure_runtime()
+        rules = _context.current_rules() + self.rules
+        attributes: dict[str, Any] = {}
+        if self.type:
+            attributes[_trace.ATTR_STEP_TYPE] = self.type
+        if self.input is not None:
+            value, _ = runtime.redactor.payload(self.input, rules)
+            attributes[_trace.ATTR_STEP_INPUT] = _to_json(value)
+        parent = runtime.parent_context()
+        span = runtime.tracer.start_span(
+            self.name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        run = runtime.current_run()
+        if run is not None:
+            run.activity += 1
+        self.state = _context.StepState(self.name, rules, span)
+        base = parent if parent is not None else otel_context.get_current()
+        self._ctx = _context.with_step(self.state, trace.set_span_in_context(span, base))
+        self._runtime = runtime
+
+    def context(self) -> otel_context.Context:
+        return self._ctx
+
+    def finish(self, exc: BaseException | None) -> None:
+        assert self.state is not None
+        span = self.state.span
+        try:
+            if self.state.has_result:
+                value, _ = self._runtime.redactor.payload(self.state.result, self.state.rules)
+                span.set_attribute(_trace.ATTR_STEP_RESULT, _to_json(value))
+            failure = _failure(exc)
+            if failure and exc is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, failure))
+        except Exception:
+            logger.exception("agenttrace: could not record step %r", self.name)
+        span.end()
+
+
+class _ScopeUser:
+    """Context manager and decorator over a fresh scope per use."""
+
+    def _new_scope(self) -> _Scope:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        scope = self._new_scope()
+        scope.start()
+        token = otel_context.attach(scope.context())
+        self._stack().append((scope, token))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        scope, token = self._stack().pop()
+        try:
+            scope.finish(exc)
+        finally:
+            otel_context.detach(token)
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _stack(self) -> list[tuple[_Scope, object]]:
+        # Per thread/task-safe enough: one object is normally used by one flow at a time; keep a
+        # stack so nested reuse of the same object still pairs enters with exits.
+        stack = self.__dict__.setdefault("_scopes", [])
+        return stack
+
+    def __call__(self, fn: F) -> F:
+        return _decorate(fn, self._new_scope)  # type: ignore[return-value]
+
+
+class run(_ScopeUser):  # noqa: N801 - reads as a verb in user code: @agenttrace.run(...)
+    """One agent run = one trace. Use as ``@agenttrace.run(name=...)`` or ``with agenttrace.run(...)``.
+
+    The run's root span ends with status ``error`` if the body raises (or exits non-zero).
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def _new_scope(self) -> _Scope:
+        return _RunScope(self.name)
+
+
+class step(_ScopeUser):  # noqa: N801
+    """A named unit of agent work inside a run: ``with agenttrace.step("Planning", type="thought"):``.
+
+    ``input`` is recorded (filtered); ``filter`` — field names, regexes or a callable
+    ``event -> event | None`` — applies to every event inside the step, nested steps included.
+    """
+
+    def __init__(
+        self, name: str, type: str | None = None, input: Any = None, filter: Any = None
+    ) -> None:  # noqa: A002
+        self.name = name
+        self.type = type
+        self.input = input
+        self.filter = filter
+        Rules.parse(filter)  # fail early on a malformed filter
+
+    def _new_scope(self) -> _Scope:
+        return _StepScope(self.name, self.type, self.input, self.filter)
+
+
+def set_result(value: Any) -> None:
+    """Record the result of the innermost open step (filtered like its input)."""
+    state = _context.current_step()
+    if state is None:
+        logger.warning("agenttrace.set_result() called outside any step; ignored")
+        return
+    state.result = value
+    state.has_result = True
+
+
+def _decorate(fn: Callable[..., Any], new_scope: Callable[[], _Scope]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            scope = new_scope()
+            scope.start()
+            with scope.activated():
+                agen = fn(*args, **kwargs)
+            error: BaseException | None = None
+            try:
+                value: Any = None
+                while True:
+                    try:
+                        with scope.activated():
+                            item = await agen.asend(value)
+                    except StopAsyncIteration:
+                        break
+                    try:
+                        value = yield item
+                    except BaseException as exc:  # thrown in by the caller
+                        with scope.activated():
+                            item = await agen.athrow(exc)
+                        value = yield item
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                scope.finish(error)
+
+        return async_gen_wrapper
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            scope = new_scope()
+            scope.start()
+            error: BaseException | None = None
+            try:
+                with scope.activated():
+                    return await fn(*args, **kwargs)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                scope.finish(error)
+
+        return async_wrapper
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            scope = new_scope()
+            scope.start()
+            error: BaseException | None = None
+            try:
+                with scope.activated():
+                    gen = fn(*args, **kwargs)
+                value: Any = None
+                while True:
+                    try:
+                        with scope.activated():
+                            item = gen.send(value)
+                    except StopIteration as stop:
+                        return stop.value
+                    try:
+                        value = yield item
+                    except GeneratorExit:
+                        gen.close()
+                        raise
+                    except BaseException as exc:
+                        with scope.activated():
+                            item = gen.throw(exc)
+                        value = yield item
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                scope.finish(error)
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        scope = new_scope()
+        scope.start()
+        error: BaseException | None = None
+        try:
+            with scope.activated():
+                return fn(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            scope.finish(error)
+
+    return wrapper

@@ -1,0 +1,54 @@
+"""Carry the OpenTelemetry context into threads, as asyncio already does into tasks.
+
+Steps nest across ``concurrent.futures`` and ``threading.Thread`` only if the worker sees the
+context of the code that submitted the work. Only the OTel context travels (like
+opentelemetry-instrumentation-threading), not every ContextVar of the application.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    original_submit = ThreadPoolExecutor.submit
+    original_start = threading.Thread.start
+
+    def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        ctx = otel_context.get_current()
+
+        def call_in_context(*a: Any, **kw: Any) -> Any:
+            token = otel_context.attach(ctx)
+            try:
+                return fn(*a, **kw)
+            finally:
+                otel_context.detach(token)
+
+        return original_submit(self, call_in_context, *args, **kwargs)
+
+    def start(self: threading.Thread) -> None:
+        ctx = otel_context.get_current()
+        target_run = self.run  # bound: also covers subclasses that override run()
+
+        def run_in_context() -> None:
+            token = otel_context.attach(ctx)
+            try:
+                target_run()
+            finally:
+                otel_context.detach(token)
+
+        self.run = run_in_context  # type: ignore[method-assign]
+        original_start(self)
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
+    threading.Thread.start = start  # type: ignore[method-assign]

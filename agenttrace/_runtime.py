@@ -1,0 +1,455 @@
+"""The process-wide session behind the public API: provider, runs, recorder, replay, exit."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import _config, _context, _entropy, _trace
+from ._exchange import Answer, Exchange, HttpCall
+from ._governance import Governance, _stderr
+from ._ids import ID_GENERATOR
+from ._redaction import Redactor
+from ._replay import ReplayEngine
+from .errors import GovernanceViolation
+
+logger = logging.getLogger("agenttrace")
+
+SDK_VERSION = "0.1.0"
+_lock = threading.RLock()
+_runtime: Runtime | None = None
+
+
+def current_runtime() -> Runtime | None:
+    return _runtime
+
+
+class RunHandle:
+    """One agent run: a root span and the non-HTTP events recorded while it is open."""
+
+    def __init__(self, runtime: Runtime, name: str, implicit: bool) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.implicit = implicit
+        self.events: list[dict[str, Any]] = []
+        self.failed: str | None = None
+        self.ended = False
+        self.activity = 0  # steps and calls inside it; an empty implicit run is not written
+        self.span = runtime.tracer.start_span(
+            name,
+            context=otel_context.Context(),  # a run is always a new trace
+            kind=SpanKind.INTERNAL,
+            attributes={_trace.ATTR_RUN_NAME: name, _trace.ATTR_RUN: json.dumps(runtime.run_facts)},
+        )
+        self.trace_id = format(self.span.get_span_context().trace_id, "032x")
+
+    def fail(self, message: str) -> None:
+        self.failed = message
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.events:
+            self.span.set_attribute(_trace.ATTR_EVENTS, _trace.dumps_compact(self.events))
+        if self.failed:
+            self.span.set_status(Status(StatusCode.ERROR, self.failed))
+        else:
+            self.span.set_status(Status(StatusCode.OK))
+        self.span.end()
+
+
+class Runtime:
+    def __init__(self, settings: _config.Settings) -> None:
+        self.settings = settings
+        self.redactor = Redactor(settings.mask)
+        self.capturing = False
+        self._seq_lock = threading.Lock()
+        self._seq = 0
+        self._runs: list[RunHandle] = []  # open runs, innermost last
+        self._implicit: RunHandle | None = None
+        self._open: dict[int, Exchange] = {}
+        self.exit_code: int | None = None
+        self.failure: str | None = None
+        self.engine: ReplayEngine | None = None
+        self.governance: Governance | None = None
+        self.store = None
+        self._processors: list[Any] = []
+        self._shutdown_done = False
+        self.force_exit = False
+        replay_run: dict[str, Any] = {}
+        if settings.replaying:
+            from ._trace import load_replay_source
+
+            replay_run, events, label = load_replay_source(settings.replay_events)
+            self.engine = ReplayEngine(events, label)
+            self.governance = Governance(settings.strict)
+        self.run_facts = self._facts(replay_run)
+        self.provider = self._provider()
+        self.tracer = self.provider.get_tracer("agenttrace", SDK_VERSION)
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        facts = {
+            "seed": recorded.get("seed", ID_GENERATOR._random.getrandbits(64)),
+            "clock_start": recorded.get("clock_start", time.time()),
+            "hash_seed": os.environ.get("PYTHONHASHSEED", "random"),
+            "sdk": f"agenttrace {SDK_VERSION}",
+            "python": platform.python_version(),
+            "mode": self.settings.mode,
+        }
+        if recorded and str(recorded.get("hash_seed", "random")) != facts["hash_seed"]:
+            _stderr(
+                f"agenttrace WARNING: PYTHONHASHSEED was {recorded.get('hash_seed')!r} when recorded and is "
+                f"{facts['hash_seed']!r} now; set and dict-of-set iteration order may differ. "
+                f"Run with PYTHONHASHSEED={recorded.get('hash_seed')} to match."
+            )
+        return facts
+
+    def _provider(self) -> TracerProvider:
+        from opentelemetry.sdk.resources import SERVICE_NAME
+
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            # Join the app's provider (never replace it). Its default generator draws from the
+            # global random module, which replay serves to the agent: swap in our private one.
+            if type(current.id_generator) is RandomIdGenerator:
+                current.id_generator = ID_GENERATOR
+            return current
+        resource = Resource.create({SERVICE_NAME: self.settings.service_name or "agent"})
+        provider = TracerProvider(resource=resource, id_generator=ID_GENERATOR)
+        trace.set_tracer_provider(provider)
+        return provider
+
+    def start(self) -> None:
+        """Wire exporters and instrumentors, then open the implicit run."""
+        settings = self.settings
+        if settings.replaying or not settings.api_key:
+            from .exporters.local import LocalStore
+
+            # A replayed run goes beside the recordings, never over last.json / last-failure.json.
+            directory = (
+                os.path.join(settings.local_dir, "replays")
+                if settings.replaying
+                else settings.local_dir
+            )
+            self.store = LocalStore(directory)
+            self._add_processor(self.store.processor)
+        else:
+            from .exporters.backend import backend_processor
+
+            self._add_processor(backend_processor(settings))
+        from . import _propagation
+        from .instrumentors import instrument_all
+
+        _propagation.install()
+        instrument_all()
+        install(self)
+        random.seed(self.run_facts["seed"])
+        if self.engine is not None and self.governance is not None:
+            import time_machine
+
+            self._travel = time_machine.travel(self.run_facts["clock_start"], tick=True)
+            self._travel.start()
+            self.governance.activate()
+        _entropy.install(self)
+        self.capturing = True
+        self._implicit = self.open_run(settings.service_name or "agent", implicit=True)
+
+    def _add_processor(self, processor: Any) -> None:
+        self.provider.add_span_processor(processor)
+        self._processors.append(processor)
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def open_run(self, name: str, implicit: bool = False) -> RunHandle:
+        run = RunHandle(self, name, implicit)
+        with _lock:
+            self._runs.append(run)
+        if self.store is not None:
+            self.store.watch(run)
+        return run
+
+    def close_run(self, run: RunHandle) -> None:
+        with _lock:
+            if run in self._runs:
+                self._runs.remove(run)
+        run.end()
+
+    def current_run(self) -> RunHandle | None:
+        """The run a call or event belongs to: by context, else the innermost open run."""
+        span = trace.get_current_span()
+        ctx = span.get_span_context()
+        with _lock:
+            if ctx.is_valid:
+                for run in reversed(self._runs):
+                    if run.span.get_span_context().trace_id == ctx.trace_id:
+                        return run
+            return self._runs[-1] if self._runs else None
+
+    def parent_context(self) -> otel_context.Context | None:
+        """Where a new span hangs: the current span, or the run when the context has none
+        (a thread the agent started without context)."""
+        if trace.get_current_span().get_span_context().is_valid:
+            return None
+        run = self.current_run()
+        if run is None:
+            return None
+        return trace.set_span_in_context(run.span, otel_context.get_current())
+
+    def next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def begin_call(self, call: HttpCall) -> Exchange | None:
+        try:
+            return self._begin_call(call)
+        except GovernanceViolation:
+            raise
+        except Exception:
+            logger.exception(
+                "agenttrace: could not intercept %s %s; the call goes through unrecorded",
+                call.method,
+                call.url,
+            )
+            return None
+
+    def _begin_call(self, call: HttpCall) -> Exchange:
+        from ._body import encode_body, header
+
+        step = _context.current_step()
+        rules = _context.current_rules()
+        request = {
+            "method": call.method.upper(),
+            "url": call.url,
+            "headers": [[k, v] for k, v in call.headers],
+            "body": encode_body(call.body or b"", header(call.headers, "content-type")),
+        }
+        answer = None
+        if self.engine is not None:
+            redacted, _ = self.redactor.request(request, rules)
+            recorded = self.engine.take(redacted)
+            if recorded is not None:
+                answer = Answer(recorded)
+            else:
+                self._diverged(redacted, step.name if step else None)
+        run = self.current_run()
+        if run is not None:
+            run.activity += 1
+        exchange = Exchange(
+            self,
+            call,
+            seq=self.next_seq(),
+            step=step.name if step else None,
+            rules=rules,
+            request=request,
+            answer=answer,
+        )
+        with _lock:
+            self._open[id(exchange)] = exchange
+        return exchange
+
+    def _diverged(self, request: dict[str, Any], step: str | None) -> None:
+        assert self.engine is not None and self.governance is not None
+        where = f" in step {step!r}" if step else " outside any step"
+        lines = [f"unrecorded call {request['method']} {request['url']}{where}."]
+        candidates = self.engine.candidates(request)
+        if candidates:
+            lines.append("Closest recorded calls not yet replayed:")
+            for event, diff in candidates:
+                lines.append(
+                    f"  #{event['seq']} {event['request']['method']} {event['request']['url']}"
+                    + (f" (step {event['step']!r})" if event.get("step") else "")
+                    + f": {diff}"
+                )
+        else:
+            lines.append("Every recorded call has already been replayed.")
+        lines.append(f"Recording: {self.engine.source}")
+        self.governance.divergence("\n".join(lines))
+        # relaxed: the call goes through live; its sockets are expected
+        self.governance.passthrough += 1
+
+    def call_finished(self, exchange: Exchange, event: dict[str, Any]) -> None:
+        with _lock:
+            self._open.pop(id(exchange), None)
+        if exchange.answer is None and self.governance is not None and self.governance.passthrough:
+            self.governance.passthrough -= 1
+
+    # -- entropy and DNS (called by the patches in _entropy) -----------------------------------
+
+    def _record(self, event: dict[str, Any]) -> None:
+        run = self.current_run()
+        if run is None:
+            return
+        event["seq"] = self.next_seq()
+        step = _context.current_step()
+        event["step"] = step.name if step else None
+        run.events.append(event)
+
+    def entropy_bytes(self, source: str, size: int, real: Callable[[int], bytes]) -> bytes:
+        if self.engine is not None:
+            data = self.engine.entropy(source, size)
+            if data is None:
+                assert self.governance is not None
+                self.governance.escape(
+                    f"{source}({size}) was called more often than in the recording, so there is no recorded "
+                    "entropy to serve; real randomness would make the run diverge."
+                )
+                data = real(size)
+        else:
+            data = real(size)
+        self._record({"kind": "entropy", "source": source, "data": _entropy.encode(data)})
+        return data
+
+    def entropy_seed(self, real: Callable[[], int]) -> int:
+        if self.engine is not None:
+            value = self.engine.seed()
+            if value is None:
+                assert self.governance is not None
+                self.governance.escape(
+                    "random.Random() / random.seed() without a seed was called more often than in the recording."
+                )
+                value = real()
+        else:
+            value = real()
+        self._record({"kind": "entropy", "source": "random.seed", "value": str(value)})
+        return value
+
+    def dns_lookup(self, host: Any, port: Any, real: Callable[[], Any]) -> Any:
+        host_s = host.decode() if isinstance(host, bytes) else str(host)
+        if self.engine is not None:
+            recorded = self.engine.dns(host_s, port)
+            if recorded is not None:
+                result = _entropy.dns_from_json(recorded)
+            else:
+                assert self.governance is not None
+                self.governance.escape(
+                    f"DNS lookup of {host_s}:{port} outside an intercepted HTTP call is not in the recording."
+                )
+                with self.governance.exempt():
+                    result = real()
+        else:
+            result = real()
+        self._record(
+            {"kind": "dns", "host": host_s, "port": port, "result": _entropy.dns_to_json(result)}
+        )
+        return result
+
+    # -- exit ----------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        if self._shutdown_done:
+            return
+        self._shutdown_done = True
+        self.capturing = False
+        _entropy.uninstall()
+        if self.governance is not None:
+            self.governance.deactivate()
+        with _lock:
+            open_exchanges = list(self._open.values())
+        for exchange in open_exchanges:  # streams the agent never closed still get recorded
+            exchange.close()
+        failure = self.failure
+        with _lock:
+            runs = list(reversed(self._runs))
+        for run in runs:
+            if failure and run.failed is None:
+                run.fail(failure)
+            self.close_run(run)
+        for processor in self._processors:
+            try:
+                processor.shutdown()
+            except Exception:
+                logger.exception("agenttrace: error while shutting down %r", processor)
+        if self.store is not None:
+            self.store.announce()
+        failed = False
+        if self.governance is not None and self.engine is not None:
+            failed = self.governance.report(self.engine.unplayed())
+            travel = getattr(self, "_travel", None)
+            if travel is not None:
+                travel.stop()
+        self.force_exit = failed
+
+
+def install(runtime: Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def uninstall() -> None:
+    global _runtime
+    _runtime = None
+
+
+def seed_global_random(seed: int) -> None:
+    random.seed(seed)
+
+
+_exit_tracked = False
+
+
+def track_exit() -> None:
+    """Know how the process ends: uncaught exception or sys.exit status (atexit gets neither)."""
+    global _exit_tracked
+    if _exit_tracked:
+        return
+    _exit_tracked = True
+    original_excepthook = sys.excepthook
+    original_exit = sys.exit
+
+    def excepthook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+        rt = _runtime
+        if rt is not None and rt.failure is None:
+            rt.failure = f"{exc_type.__name__}: {exc}"
+        original_excepthook(exc_type, exc, tb)
+
+    def exit(status: Any = None) -> None:  # noqa: A001
+        rt = _runtime
+        if rt is not None and status not in (None, 0):
+            rt.exit_code = status if isinstance(status, int) else 1
+            if rt.failure is None:
+                rt.failure = f"SystemExit: {status}"
+        original_exit(status)
+
+    sys.excepthook = excepthook
+    sys.exit = exit
+    atexit.register(_atexit)
+
+
+def _atexit() -> None:
+    rt = _runtime
+    if rt is None:
+        return
+    try:
+        rt.shutdown()
+    except Exception:
+        logger.exception("agenttrace: error at exit")
+    if getattr(rt, "force_exit", False):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+        finally:
+            code = rt.exit_code if rt.exit_code not in (None, 0) else 1
+            os._exit(code)

@@ -1,0 +1,86 @@
+"""Running the backend: where its API keys come from, and the uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._config import API_KEY_PREFIXES
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def key_file_for(db_path: str | os.PathLike[str]) -> Path:
+    """Generated keys live next to the database they open (never inside it)."""
+    return Path(os.fspath(db_path) + ".keys")
+
+
+def read_key_file(path: str | os.PathLike[str]) -> list[str]:
+    """Keys one per line; blank lines and ``#`` comments ignored."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def generated_key(db_path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """The key stored next to ``db_path``, creating it (mode 0600) on first use.
+
+    Returns (key, created): the caller prints a new key once, later starts reuse it silently.
+    """
+    path = key_file_for(db_path)
+    if path.exists():
+        keys = read_key_file(path)
+        if keys:
+            return keys[0], False
+    key = "at_test_" + secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# agenttrace serve API key (generated); keep this file private\n" + key + "\n")
+    return key, True
+
+
+def invalid_keys(keys: Sequence[str]) -> list[int]:
+    """Positions of keys the SDK would refuse (it only sends at_live_/at_test_ keys)."""
+    return [
+        i for i, key in enumerate(keys) if not key.startswith(API_KEY_PREFIXES) or len(key) < 16
+    ]
+
+
+def run(
+    *,
+    host: str,
+    port: int,
+    db_path: str,
+    api_keys: Sequence[str],
+    max_request_bytes: int,
+    log_level: str = "info",
+) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests finish (and commit) before exit."""
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(db_path, api_keys, max_request_bytes=max_request_bytes)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"agenttrace serve: http://{host}:{port} (database {db_path}); "
+        f"point agents at it with AGENTTRACE_API_URL=http://{host}:{port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.run()

@@ -1,0 +1,150 @@
+"""The local trace store: the embedded default when no API key is set.
+
+Collects the spans of each run as they end and, when the run's root span ends, writes the trace
+document atomically to ``<dir>/traces/<trace_id>.json``, ``<dir>/last.json`` and, for a failed
+run, ``<dir>/last-failure.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from agenttrace import _trace
+
+logger = logging.getLogger("agenttrace")
+
+
+def span_to_record(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    parent = span.parent
+    return _trace.span_record(
+        trace_id=format(ctx.trace_id, "032x"),
+        span_id=format(ctx.span_id, "016x"),
+        parent_id=format(parent.span_id, "016x") if parent is not None else None,
+        name=span.name,
+        kind=span.kind.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time,
+        status=span.status.status_code.name.lower(),
+        status_message=span.status.description,
+        attributes=dict(span.attributes or {}),
+    )
+
+
+def write_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class _Collector(SpanProcessor):
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._store._on_end(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class LocalStore:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.processor = _Collector(self)
+        self._lock = threading.Lock()
+        self._spans: dict[int, list[dict[str, Any]]] = {}
+        self._runs: dict[int, Any] = {}  # trace_id -> RunHandle
+        self._written: dict[int, str] = {}
+        self.last_path: str | None = None
+        self.last_failed = False
+        self.last_events = 0
+
+    def watch(self, run: Any) -> None:
+        trace_id = run.span.get_span_context().trace_id
+        with self._lock:
+            self._runs[trace_id] = run
+            self._spans.setdefault(trace_id, [])
+
+    def _on_end(self, span: ReadableSpan) -> None:
+        trace_id = span.get_span_context().trace_id
+        with self._lock:
+            spans = self._spans.get(trace_id)
+            if spans is None:
+                return  # not one of our runs (the app's own traces)
+            spans.append(span_to_record(span))
+            run = self._runs.get(trace_id)
+            finished = (
+                run is not None
+                and span.get_span_context().span_id == run.span.get_span_context().span_id
+            )
+            late = trace_id in self._written
+        if finished or late:
+            try:
+                self._write(trace_id)
+            except Exception:
+                logger.exception(
+                    "agenttrace: could not write the local trace to %s", self.directory
+                )
+
+    def _write(self, trace_id: int) -> None:
+        with self._lock:
+            spans = list(self._spans[trace_id])
+            run = self._runs[trace_id]
+        if run.implicit and len(spans) <= 1 and not run.events:
+            return  # nothing happened in the implicit run (an explicit run held the work)
+        document = _trace.build_document(spans)
+        text = _trace.dumps(document)
+        path = os.path.join(self.directory, "traces", f"{document['trace_id']}.json")
+        write_atomic(path, text)
+        write_atomic(os.path.join(self.directory, "last.json"), text)
+        failed = document["run"]["status"] == "error"
+        if failed:
+            write_atomic(os.path.join(self.directory, "last-failure.json"), text)
+        with self._lock:
+            self._written[trace_id] = path
+            self.last_path, self.last_failed, self.last_events = (
+                path,
+                failed,
+                len(document["events"]),
+            )
+
+    def announce(self) -> None:
+        """One line on stderr saying where the trace went."""
+        if self.last_path is None:
+            return
+        also = "last.json" + (", last-failure.json" if self.last_failed else "")
+        sys.stderr.write(
+            f"agenttrace: {self.last_events} events recorded → {self.last_path} (also {also})\n"
+        )
+        sys.stderr.flush()
+
+
+def read_document(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
