@@ -1,0 +1,110 @@
+"""Shared fixtures and helpers.
+
+Helpers are plain functions (importable as `from conftest import run_python`) and are also
+exposed as fixtures of the same name, whichever reads better in a test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = REPO_ROOT / "examples"
+
+# The local LLM/tool server lives in examples/ so the demo can run it standalone.
+if str(EXAMPLES_DIR) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES_DIR))
+
+from llm_server import LLMServer, start_server  # noqa: E402
+
+# Variables that would leak the developer's own configuration into a subprocess.
+_ISOLATED_PREFIXES = ("AGENTTRACE_", "OTEL_")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the usual bind-to-0 trick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment without AGENTTRACE_*/OTEL_* settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_PREFIXES)}
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra or {})
+    return env
+
+
+def run_python(
+    code_or_path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    args: list[str] | None = None,
+    timeout: float = 60,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a script in a fresh interpreter (the venv's python) and capture its output.
+
+    `code_or_path` is a path to an existing .py file, or source code (dedented), which is
+    written to `script.py` in a temporary directory so the program has a real script name.
+    `env` is added to a copy of the environment cleared of AGENTTRACE_*/OTEL_* variables.
+    `cwd` defaults to a fresh temporary directory, so a local trace store never lands in the
+    repository. Never raises on a non-zero exit; check `.returncode`.
+    """
+    workdir = Path(cwd) if cwd is not None else Path(tempfile.mkdtemp(prefix="agenttrace-test-"))
+    candidate = Path(code_or_path)
+    is_file = isinstance(code_or_path, os.PathLike) or (
+        str(code_or_path).endswith(".py") and "\n" not in str(code_or_path) and candidate.is_file()
+    )
+    if is_file:
+        script = candidate.resolve()
+    else:
+        script_dir = Path(tempfile.mkdtemp(prefix="agenttrace-script-"))
+        script = script_dir / "script.py"
+        script.write_text(textwrap.dedent(str(code_or_path)), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, str(script), *(args or [])],
+        cwd=workdir,
+        env=clean_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    """A fresh local OpenAI/Anthropic/tool server for one test; see examples/llm_server.py."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(name="free_port")
+def _free_port_fixture() -> int:
+    return free_port()
+
+
+@pytest.fixture(name="run_python")
+def _run_python_fixture():
+    return run_python
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures for other areas (agenttrace runtime, replay, exporters, backend server) go
+# below this line. Keep the ones above generic: they must not import agenttrace.
+# --------------------------------------------------------------------------------------
