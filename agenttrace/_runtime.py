@@ -84,6 +84,7 @@ class Runtime:
         self._seq = 0
         self._runs: list[RunHandle] = []  # open runs, innermost last
         self._implicit: RunHandle | None = None
+        self._pending: list[dict[str, Any]] = []  # non-HTTP events seen before any run opened
         self._open: dict[int, Exchange] = {}
         self.exit_code: int | None = None
         self.failure: str | None = None
@@ -171,7 +172,6 @@ class Runtime:
             self.governance.activate()
         _entropy.install(self)
         self.capturing = True
-        self._implicit = self.open_run(settings.service_name or "agent", implicit=True)
 
     def _add_processor(self, processor: Any) -> None:
         self.provider.add_span_processor(processor)
@@ -183,6 +183,9 @@ class Runtime:
         run = RunHandle(self, name, implicit)
         with _lock:
             self._runs.append(run)
+            # Entropy drawn before any run (module-level code after init) belongs to the run that
+            # follows: replaying that run re-executes the same code.
+            run.events, self._pending = self._pending, []
         if self.store is not None:
             self.store.watch(run)
         return run
@@ -193,16 +196,31 @@ class Runtime:
                 self._runs.remove(run)
         run.end()
 
-    def current_run(self) -> RunHandle | None:
-        """The run a call or event belongs to: by context, else the innermost open run."""
-        span = trace.get_current_span()
-        ctx = span.get_span_context()
+    def _run_in_context(self) -> RunHandle | None:
+        ctx = trace.get_current_span().get_span_context()
         with _lock:
             if ctx.is_valid:
                 for run in reversed(self._runs):
                     if run.span.get_span_context().trace_id == ctx.trace_id:
                         return run
-            return self._runs[-1] if self._runs else None
+            explicit = [r for r in self._runs if not r.implicit]
+            if explicit:
+                return explicit[-1]
+            return (
+                self._implicit if self._implicit is not None and not self._implicit.ended else None
+            )
+
+    def current_run(self) -> RunHandle | None:
+        """The run a call or step belongs to: by context, else the innermost open explicit run,
+        else the implicit run, opened on first use (so a process that only uses explicit runs
+        does not write an empty extra trace)."""
+        run = self._run_in_context()
+        if run is not None or self._shutdown_done:
+            return run
+        with _lock:
+            if self._implicit is None:
+                self._implicit = self.open_run(self.settings.service_name or "agent", implicit=True)
+            return self._implicit
 
     def parent_context(self) -> otel_context.Context | None:
         """Where a new span hangs: the current span, or the run when the context has none
@@ -298,13 +316,12 @@ class Runtime:
     # -- entropy and DNS (called by the patches in _entropy) -----------------------------------
 
     def _record(self, event: dict[str, Any]) -> None:
-        run = self.current_run()
-        if run is None:
-            return
         event["seq"] = self.next_seq()
         step = _context.current_step()
         event["step"] = step.name if step else None
-        run.events.append(event)
+        run = self._run_in_context()
+        with _lock:
+            (run.events if run is not None else self._pending).append(event)
 
     def entropy_bytes(self, source: str, size: int, real: Callable[[int], bytes]) -> bytes:
         if self.engine is not None:
@@ -360,7 +377,6 @@ class Runtime:
     def shutdown(self) -> None:
         if self._shutdown_done:
             return
-        self._shutdown_done = True
         self.capturing = False
         _entropy.uninstall()
         if self.governance is not None:
@@ -371,7 +387,10 @@ class Runtime:
             exchange.close()
         failure = self.failure
         with _lock:
+            if self._pending and self._implicit is None:
+                self._implicit = self.open_run(self.settings.service_name or "agent", implicit=True)
             runs = list(reversed(self._runs))
+            self._shutdown_done = True
         for run in runs:
             if failure and run.failed is None:
                 run.fail(failure)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 from typing import Any
 
@@ -41,11 +40,15 @@ def span_to_record(span: ReadableSpan) -> dict[str, Any]:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """Write via a temporary file and rename. The temporary name is not random on purpose:
+    tempfile would draw entropy, which replay serves to the agent."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp"
+    )
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
