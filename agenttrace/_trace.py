@@ -211,9 +211,11 @@ def _read_json_file(path: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        stripped = text.rstrip()
+        truncated = stripped[:1] in "{[" and stripped[-1:] not in "}]"
         hint = (
-            "the file looks truncated"
-            if exc.pos >= len(text.rstrip()) - 1
+            "the file looks truncated (was it copied while being written?)"
+            if truncated
             else "it is not valid JSON"
         )
         raise EventsFileError(
