@@ -8,6 +8,7 @@ exporter retrying after a lost response) assemble into one trace without duplica
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import sqlite3
@@ -304,12 +305,11 @@ def _event_count(attributes: Mapping[str, Any]) -> int:
 
 
 def _iso(ns: int | None) -> str | None:
+    # Rendered exactly as the trace document renders its timestamps.
     if not ns:
         return None
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9))
-        + f".{ns % 1_000_000_000 // 1000:06d}Z"
-    )
+    moment = datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
