@@ -169,6 +169,7 @@ class Runtime:
 
             self._travel = time_machine.travel(self.run_facts["clock_start"], tick=True)
             self._travel.start()
+            _warm_platform_caches()
             self.governance.activate()
         _entropy.install(self)
         self.capturing = True
@@ -409,6 +410,20 @@ class Runtime:
             if travel is not None:
                 travel.stop()
         self.force_exit = failed
+
+
+def _warm_platform_caches() -> None:
+    """Fill the platform module's caches before the sandbox closes.
+
+    SDKs describe the machine in request headers (the OpenAI and Anthropic SDKs call
+    ``platform.processor()``, which runs ``uname -p`` once per process). That is the same fact
+    in record and replay, not agent I/O, so it must not count as a sandbox escape.
+    """
+    for probe in (platform.uname, platform.processor, platform.platform, platform.machine):
+        try:
+            probe()
+        except Exception:
+            pass
 
 
 def install(runtime: Runtime) -> None:
