@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("agenttrace")
 
 _STREAM_TYPES = ("event-stream", "ndjson", "x-jsonlines")
+
+# Extra keys a client stores with a recorded error so it can rebuild the same exception.
+ErrorDetails = Callable[[BaseException], dict[str, Any]]
 _COALESCE_S = 0.001  # reads closer together than this are stored as one chunk
 
 
@@ -173,13 +176,14 @@ class Exchange:
     # -- what the client reports ---------------------------------------------------------------
 
     @contextmanager
-    def sending(self) -> Iterator[None]:
-        """Wrap the real call: layers below are not captured again; an exception is recorded."""
+    def sending(self, details: ErrorDetails | None = None) -> Iterator[None]:
+        """Wrap the real call: layers below are not captured again; an exception is recorded
+        (with ``details(exc)`` merged in, for what a client needs to rebuild it in replay)."""
         token = _context.enter_call()
         try:
             yield
         except BaseException as exc:
-            self.fail(exc)
+            self.fail(exc, details=details)
             raise
         finally:
             _context.exit_call(token)
@@ -232,7 +236,9 @@ class Exchange:
             self._chunks.append(((now - self._started) * 1000.0, bytearray(data)))
         self._last_chunk_at = now
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, details: ErrorDetails | None = None) -> None:
+        """The call or its body failed. ``details(exc)`` adds client-specific keys to the
+        recorded error (never replacing type, module or message)."""
         if self._done:
             return
         try:
@@ -241,6 +247,13 @@ class Exchange:
                 "module": type(exc).__module__,
                 "message": str(exc),
             }
+            if details is not None:
+                try:
+                    extra = details(exc)
+                except Exception:
+                    logger.exception("agenttrace: could not describe %r", exc)
+                    extra = {}
+                self._error = {**extra, **self._error}
             if self._own_span or self._span.is_recording():
                 self._span.set_attribute("error.type", type(exc).__qualname__)
                 self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
