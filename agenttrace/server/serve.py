@@ -63,9 +63,17 @@ def run(
     log_level: str = "info",
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish (and commit) before exit."""
+    import copy
+
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from .app import create_app
+
+    # Logs (access log included) go to stderr: stdout carries only data, such as a new key.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in log_config["handlers"].values():
+        handler["stream"] = "ext://sys.stderr"
 
     app = create_app(db_path, api_keys, max_request_bytes=max_request_bytes)
     config = uvicorn.Config(
@@ -73,6 +81,7 @@ def run(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=log_config,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )
