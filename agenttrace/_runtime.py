@@ -94,6 +94,7 @@ class Runtime:
         self._processors: list[Any] = []
         self._shutdown_done = False
         self.force_exit = False
+        self.started_by = "init()"  # or "opentelemetry-instrument" (agenttrace.distro)
         replay_run: dict[str, Any] = {}
         if settings.replaying:
             from ._trace import load_replay_source
@@ -125,8 +126,6 @@ class Runtime:
         return facts
 
     def _provider(self) -> TracerProvider:
-        from opentelemetry.sdk.resources import SERVICE_NAME
-
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
             # Join the app's provider (never replace it). Its default generator draws from the
@@ -134,10 +133,28 @@ class Runtime:
             if type(current.id_generator) is RandomIdGenerator:
                 current.id_generator = ID_GENERATOR
             return current
-        resource = Resource.create({SERVICE_NAME: self.settings.service_name or "agent"})
-        provider = TracerProvider(resource=resource, id_generator=ID_GENERATOR)
-        trace.set_tracer_provider(provider)
+        provider = TracerProvider(resource=self._resource(), id_generator=ID_GENERATOR)
+        if isinstance(current, trace.ProxyTracerProvider):
+            trace.set_tracer_provider(provider)
+        else:
+            # Someone set a non-SDK global provider: setting ours would only log "Overriding of
+            # current TracerProvider is not allowed". Record through a private provider instead.
+            logger.info(
+                "agenttrace: the global TracerProvider is a %s, not the SDK's; recording with "
+                "a private provider",
+                type(current).__name__,
+            )
         return provider
+
+    def _resource(self) -> Resource:
+        from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector
+
+        # Resource.create reads OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME, but attributes
+        # passed in win: our script-name default must not hide a service.name set there.
+        defaulted = self.settings.sources.get("service_name", "default") == "default"
+        if defaulted and SERVICE_NAME in OTELResourceDetector().detect().attributes:
+            return Resource.create()
+        return Resource.create({SERVICE_NAME: self.settings.service_name or "agent"})
 
     def start(self) -> None:
         """Wire exporters and instrumentors, then open the implicit run."""
@@ -157,6 +174,12 @@ class Runtime:
             from .exporters.backend import backend_processor
 
             self._add_processor(backend_processor(settings))
+        if not settings.replaying:  # a replay is offline: nothing leaves the machine
+            from .exporters.collector import collector_processor
+
+            collector = collector_processor(self.provider)
+            if collector is not None:
+                self._add_processor(collector)
         from . import _propagation
         from .instrumentors import instrument_all
 
