@@ -329,10 +329,10 @@ def _flush(args: argparse.Namespace) -> int:
             f"{len(entries)} batches ({sum(e.spans for e in entries)} spans) wait for key {target.key_prefix} "
             f"at {target.api_url}: flush with that key, or `agenttrace flush --all` to send them with this one"
         )
-    if report.failure is not None and report.failure.kind == "auth":
+    if report.failure is not None and report.failure.kind in ("auth", "endpoint"):
         raise CommandError(
-            f"the backend at {settings.api_url} rejected API key {mask_key(settings.api_key)} "
-            f"({report.failure.detail}); {report.remaining_batches} batches stay in {mine.directory}"
+            f"the backend at {settings.api_url} refused the upload ({report.failure.detail}) with API key "
+            f"{mask_key(settings.api_key)}; {report.remaining_batches} batches stay in {mine.directory}"
         )
     if report.failure is not None:
         raise CommandError(

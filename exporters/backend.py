@@ -14,6 +14,7 @@ be recorded as agent I/O.
 from __future__ import annotations
 
 import collections
+import contextlib
 import email.utils
 import gzip
 import os
@@ -90,7 +91,7 @@ def backend_processor(settings: Settings, **tuning: Any) -> BackendSpanProcessor
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "ok" | "retry" | "auth" | "too_large" | "reject"
+    kind: str  # "ok" | "retry" | "auth" | "endpoint" | "too_large" | "reject"
     detail: str = ""
     retry_after: float | None = None
     status: int | None = None
@@ -128,6 +129,10 @@ class Sender:
         detail = f"HTTP {status}: {_server_message(response)}"
         if status in (401, 403):
             return Outcome("auth", detail, status=status)
+        if status in (404, 405):
+            return Outcome(
+                "endpoint", detail, status=status
+            )  # api_url is not an AgentTrace backend
         if status == 413:
             return Outcome("too_large", detail, status=status)
         if status in (408, 429) or status >= 500:
@@ -375,8 +380,9 @@ class BackendSpanProcessor(SpanProcessor):
                         try:
                             self._deliver(payload, len(batch))
                         except Exception as exc:  # the worker must outlive any one batch
-                            _warn(f"exporting a batch failed unexpectedly ({exc!r}); spooled it")
-                            self._keep(payload, len(batch))
+                            _warn(f"exporting a batch failed unexpectedly ({exc!r}); spooling it")
+                            with contextlib.suppress(Exception):
+                                self._keep(payload, len(batch))
                     with self._lock:
                         if self._abandoned:
                             return
@@ -456,7 +462,7 @@ class BackendSpanProcessor(SpanProcessor):
                     f"the backend refused a batch of {spans} spans ({outcome.detail}); dropped it"
                 )
                 return
-            if outcome.kind == "auth":
+            if outcome.kind in ("auth", "endpoint"):
                 self._stop_sending(outcome)
                 self._keep(payload, spans)
                 return
@@ -502,11 +508,20 @@ class BackendSpanProcessor(SpanProcessor):
         self._cooldown = min(self._cooldown * 2, self.tuning.max_cooldown)
 
     def _stop_sending(self, outcome: Outcome) -> None:
-        self._stopped_reason = outcome.detail
+        # Retrying cannot fix a refused key or a wrong URL: say so once, keep everything on disk.
+        with self._lock:
+            if self._stopped_reason is not None:
+                return
+            self._stopped_reason = outcome.detail
+        if outcome.kind == "auth":
+            problem = f"rejected API key {mask_key(self._api_key)} ({outcome.detail})"
+            fix = "fix AGENTTRACE_API_KEY"
+        else:
+            problem = f"has no OTLP endpoint at {TRACES_PATH} ({outcome.detail})"
+            fix = "fix AGENTTRACE_API_URL"
         _warn(
-            f"the backend at {self._api_url} rejected API key {mask_key(self._api_key)} "
-            f"({outcome.detail}); not sending again from this process. Traces are kept in "
-            f"{self.spool.directory}; fix AGENTTRACE_API_KEY and run `agenttrace flush`."
+            f"the backend at {self._api_url} {problem}; not sending again from this process. "
+            f"Traces are kept in {self.spool.directory}; {fix} and run `agenttrace flush`."
         )
 
     def _spool(self, payload: bytes, spans: int) -> None:
@@ -529,21 +544,21 @@ class BackendSpanProcessor(SpanProcessor):
         self._drainer.start()
 
     def _drain(self) -> None:
-        if not self.spool.pending():
-            return
-        sender = Sender(self._api_url, self._api_key)
+        sender = None
         try:
+            if not self.spool.pending():
+                return
+            sender = Sender(self._api_url, self._api_key)
             report = deliver_spool(
                 self.spool, sender, timeout=self.tuning.request_timeout, stop=self._stopping
             )
+            if report.failure is not None and report.failure.kind in ("auth", "endpoint"):
+                self._stop_sending(report.failure)
+        except Exception as exc:  # a background nicety must never take the agent down
+            _warn(f"delivering the spool failed ({exc!r}); `agenttrace flush` can retry it")
         finally:
-            sender.close()
-        if (
-            report.failure is not None
-            and report.failure.kind == "auth"
-            and self._stopped_reason is None
-        ):
-            self._stop_sending(report.failure)
+            if sender is not None:
+                sender.close()
 
 
 def _jitter() -> float:

@@ -34,6 +34,7 @@ SUFFIX = ".otlp.gz"
 _TARGET = "target.json"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600
+_RESCAN_SECONDS = 10.0
 _sequence = itertools.count()
 
 
@@ -99,14 +100,16 @@ class Spool:
         self.directory = self.root / bucket_name(api_url, api_key)
         self.max_bytes = max_bytes
         self._full_warned = False
+        self._error_warned = False
+        self._used = (0, -_RESCAN_SECONDS * 2.0)  # (bytes, when scanned)
         self._lock = threading.Lock()
 
     # -- writing --------------------------------------------------------------------------------
 
     def write(self, payload: bytes, spans: int) -> bool:
-        """Keep one payload; False (after one warning per process) when the spool is full."""
+        """Keep one payload; False (after one warning per process) when it cannot be kept."""
         with self._lock:
-            if used_bytes(self.root) + len(payload) > self.max_bytes:
+            if self._used_bytes() + len(payload) > self.max_bytes:
                 if not self._full_warned:
                     self._full_warned = True
                     _warn(
@@ -115,11 +118,28 @@ class Spool:
                         "Deliver it with `agenttrace flush` or raise AGENTTRACE_SPOOL_MAX_MB."
                     )
                 return False
-            self._ensure_directory()
             # Unique without drawing entropy (which a recording run captures as the agent's).
             name = f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence)}-{spans}s{SUFFIX}"
-            _write_atomically(self.directory / name, payload)
+            try:
+                self._ensure_directory()
+                _write_atomically(self.directory / name, payload)
+            except OSError as exc:
+                if not self._error_warned:
+                    self._error_warned = True
+                    _warn(f"cannot write to the spool {self.root} ({exc}); dropping {spans} spans")
+                return False
+            self._used = (self._used[0] + len(payload), self._used[1])
             return True
+
+    def _used_bytes(self) -> int:
+        # Other processes share the directory, so rescan now and then rather than on every write
+        # (a long outage spools thousands of batches).
+        size, scanned_at = self._used
+        now = time.monotonic()
+        if now - scanned_at > _RESCAN_SECONDS or size + self.max_bytes // 10 > self.max_bytes:
+            size, scanned_at = used_bytes(self.root), now
+            self._used = (size, scanned_at)
+        return size
 
     def _ensure_directory(self) -> None:
         if (self.directory / _TARGET).exists():
@@ -237,10 +257,10 @@ def used_bytes(root: Path) -> int:
         for bucket in os.scandir(root):
             if bucket.is_dir():
                 for item in os.scandir(bucket.path):
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(OSError):
                         total += item.stat().st_size
-    except FileNotFoundError:
-        return 0
+    except OSError:
+        return total  # missing or unreadable: the write that follows reports it
     return total
 
 

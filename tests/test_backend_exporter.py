@@ -432,3 +432,35 @@ def test_export_traffic_is_never_recorded_as_agent_io(server: str, tmp_path: Pat
         s.kind != SpanKind.CLIENT or s.attributes.get("agenttrace.event")
         for s in memory.get_finished_spans()
     )
+
+
+def test_a_url_that_is_not_a_backend_is_reported_once_and_nothing_is_dropped(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    processor = processor_for(server + "/not-here", tmp_path)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    for i in range(2):
+        record_run(provider, name=f"lost{i}")
+        assert processor.force_flush(10_000)
+    processor.shutdown()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "AGENTTRACE_API_URL" in lines[0] and "404" in lines[0]
+    assert sum(e.spans for e in processor.spool.pending()) == 10
+
+
+def test_an_unwritable_spool_warns_once_and_never_breaks_the_agent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "spool"
+    blocker.write_text("a file where the spool directory should be")
+    url = f"http://127.0.0.1:{free_port()}"
+    processor = processor_for(url, blocker)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    for i in range(2):
+        record_run(provider, name=f"nowhere{i}")
+        processor.force_flush(10_000)
+    assert timed_shutdown(processor) < FAST["export_timeout"] + SLACK
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write to the spool" in lines[0]
