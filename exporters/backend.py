@@ -394,6 +394,10 @@ class BackendSpanProcessor(SpanProcessor):
                     ):
                         break  # a partial batch waits for the schedule delay
                 with self._lock:
+                    if self._queue and (self._flush_waiters or stopping):
+                        # Spans ended just before the flush request: they belong to it too.
+                        self._wake.set()
+                        continue
                     waiters, self._flush_waiters = self._flush_waiters, []
                 for waiter in waiters:
                     waiter.set()

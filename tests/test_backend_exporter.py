@@ -464,3 +464,23 @@ def test_an_unwritable_spool_warns_once_and_never_breaks_the_agent(
     assert timed_shutdown(processor) < FAST["export_timeout"] + SLACK
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "cannot write to the spool" in lines[0]
+
+
+def test_a_stalled_backend_never_blocks_the_agent_thread(
+    gate: Gate, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate.mode = "slow"
+    processor = processor_for(gate.url, tmp_path, max_queue=200, batch_size=50, schedule_delay=0.01)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for i in range(2000):  # the worker is stuck in its first request all along
+        with tracer.start_as_current_span(f"span{i}"):
+            pass
+    assert timed_shutdown(processor) < FAST["export_timeout"] + SLACK
+    spooled = sum(e.spans for e in processor.spool.pending())
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "queue was full" in line]
+    dropped = int(warnings[0].split("agenttrace: ")[1].split()[0]) if warnings else 0
+    assert len(warnings) <= 1
+    assert spooled + dropped == 2000
+    assert spooled >= 200
