@@ -40,8 +40,11 @@ def encode_body(data: bytes, content_type: str | None = None) -> dict[str, Any] 
             pass
         else:
             # Only when it round-trips exactly: replay must serve the very same bytes.
-            if _dumps_like(value, text):
+            layout = _json_layout(value, text)
+            if layout == _COMPACT:
                 return {"json": value}
+            if layout is not None:
+                return {"json": value, "json_layout": layout}
     if not ctype or any(t in ctype for t in _TEXT_TYPES):
         try:
             return {"text": data.decode("utf-8")}
@@ -50,16 +53,22 @@ def encode_body(data: bytes, content_type: str | None = None) -> dict[str, Any] 
     return {"base64": base64.b64encode(data).decode("ascii")}
 
 
-def _dumps_like(value: Any, text: str) -> bool:
-    for kwargs in (
-        {"separators": (",", ":")},
-        {},
-        {"separators": (",", ":"), "ensure_ascii": False},
-        {"ensure_ascii": False},
-    ):
+# How a JSON body was serialised, so replay serves the very same bytes. The compact, non-ASCII
+# layout is the default and is not written into the event.
+_COMPACT = "compact"
+_JSON_LAYOUTS: dict[str, dict[str, Any]] = {
+    _COMPACT: {"separators": (",", ":"), "ensure_ascii": False},
+    "compact_ascii": {"separators": (",", ":")},
+    "spaced": {"ensure_ascii": False},
+    "spaced_ascii": {},
+}
+
+
+def _json_layout(value: Any, text: str) -> str | None:
+    for name, kwargs in _JSON_LAYOUTS.items():
         if json.dumps(value, **kwargs) == text:
-            return True
-    return False
+            return name
+    return None
 
 
 def decode_body(body: dict[str, Any] | None) -> bytes:
@@ -71,7 +80,8 @@ def decode_body(body: dict[str, Any] | None) -> bytes:
     if "text" in body:
         return body["text"].encode("utf-8")
     if "json" in body:
-        return json.dumps(body["json"], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        layout = _JSON_LAYOUTS.get(body.get("json_layout") or _COMPACT, _JSON_LAYOUTS[_COMPACT])
+        return json.dumps(body["json"], **layout).encode("utf-8")
     return b""
 
 

@@ -253,7 +253,7 @@ class Exchange:
                 except Exception:
                     logger.exception("agenttrace: could not describe %r", exc)
                     extra = {}
-                self._error = {**extra, **self._error}
+                self._error.update({k: v for k, v in extra.items() if k not in self._error})
             if self._own_span or self._span.is_recording():
                 self._span.set_attribute("error.type", type(exc).__qualname__)
                 self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

@@ -200,7 +200,7 @@ class Redactor:
 
     def _body(self, body: dict[str, Any], path: str, walk: _Walk, headers: list) -> dict[str, Any]:
         if "json" in body:
-            return {"json": walk.value(body["json"], path)}
+            return {**body, "json": walk.value(body["json"], path)}
         if "text" in body:
             text = body["text"]
             ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
