@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -134,14 +135,17 @@ def _serve(args: argparse.Namespace) -> int:
         )
     if args.max_request_mb <= 0:
         raise CommandError("--max-request-mb must be positive", 2)
-    serve.run(
-        host=args.host,
-        port=args.port,
-        db_path=args.db,
-        api_keys=keys,
-        max_request_bytes=int(args.max_request_mb * 1024 * 1024),
-        log_level=args.log_level,
-    )
+    try:
+        serve.run(
+            host=args.host,
+            port=args.port,
+            db_path=args.db,
+            api_keys=keys,
+            max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+            log_level=args.log_level,
+        )
+    except (sqlite3.Error, OSError) as exc:
+        raise CommandError(f"cannot open the database {args.db}: {exc}") from None
     return 0
 
 

@@ -324,3 +324,11 @@ def test_generated_key_file_is_private(tmp_path: Path) -> None:
     assert created and key.startswith("at_test_")
     assert stat.S_IMODE(key_file_for(tmp_path / "x.db").stat().st_mode) == 0o600
     assert generated_key(tmp_path / "x.db") == (key, False)
+
+
+def test_serve_reports_an_unusable_database_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    result = cli("serve", "--db", str(tmp_path / "file" / "t.db"), "--api-key", KEY)
+    assert result.returncode == 1
+    assert "cannot open the database" in result.stderr
+    assert "Traceback" not in result.stderr and KEY not in result.stderr

@@ -86,6 +86,13 @@ def run(
         server_header=False,
     )
     server = uvicorn.Server(config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"agenttrace serve: listening on {host} over plain HTTP; API keys cross the network in "
+            "the clear unless a TLS-terminating proxy sits in front",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"agenttrace serve: http://{host}:{port} (database {db_path}); "
         f"point agents at it with AGENTTRACE_API_URL=http://{host}:{port}",
