@@ -118,7 +118,12 @@ def _serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CommandError(f"--api-key-file {args.api_key_file}: {exc.strerror}", 2) from None
     if not keys:
-        key, created = serve.generated_key(args.db)
+        try:
+            key, created = serve.generated_key(args.db)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot keep a generated API key next to {args.db}: {exc}"
+            ) from None
         path = serve.key_file_for(args.db)
         if created:
             _say(f"generated an API key for this server (stored in {path}; shown only now):")
