@@ -36,7 +36,8 @@ def init(
 
     Each argument overrides its ``AGENTTRACE_*`` environment variable, which overrides
     ``[tool.agenttrace]`` in ``pyproject.toml``. Idempotent: a second call keeps the first
-    configuration and returns it (a warning names any differing argument it ignored).
+    configuration and returns it (a warning names any differing argument it ignored); so does a
+    call in a process that ``opentelemetry-instrument`` started AgentTrace in.
     Raises :class:`ConfigError` for invalid settings and :class:`EventsFileError` for unusable
     replay events.
     """
@@ -56,11 +57,21 @@ def init(
             ignored = [k for k, v in overrides.items() if getattr(runtime.settings, k, None) != v]
             if ignored and not _warned_reinit:
                 _warned_reinit = True
-                logger.warning(
-                    "agenttrace.init() was already called; keeping the first configuration "
-                    "(ignored: %s)",
-                    ", ".join(ignored),
-                )
+                if runtime.started_by == "init()":
+                    logger.warning(
+                        "agenttrace.init() was already called; keeping the first configuration "
+                        "(ignored: %s)",
+                        ", ".join(ignored),
+                    )
+                else:
+                    # Running already, maybe replaying under governance: agent code must not be
+                    # able to reconfigure (or switch off) what the launcher set up.
+                    logger.warning(
+                        "agenttrace was started by %s from AGENTTRACE_* variables; init() keeps "
+                        "that configuration (ignored: %s). Set them as environment variables.",
+                        runtime.started_by,
+                        ", ".join(ignored),
+                    )
             return runtime.settings
         settings = _config.resolve(overrides)
         runtime = _runtime.Runtime(settings)

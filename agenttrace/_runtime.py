@@ -234,6 +234,10 @@ class Runtime:
                 self._implicit if self._implicit is not None and not self._implicit.ended else None
             )
 
+    def _owns_trace(self, trace_id: int) -> bool:
+        with _lock:
+            return any(r.span.get_span_context().trace_id == trace_id for r in self._runs)
+
     def current_run(self) -> RunHandle | None:
         """The run a call or step belongs to: by context, else the innermost open explicit run,
         else the implicit run, opened on first use (so a process that only uses explicit runs
@@ -247,9 +251,15 @@ class Runtime:
             return self._implicit
 
     def parent_context(self) -> otel_context.Context | None:
-        """Where a new span hangs: the current span, or the run when the context has none
-        (a thread the agent started without context)."""
-        if trace.get_current_span().get_span_context().is_valid:
+        """Where a new span hangs: the current span if it is in one of our runs, else the run.
+
+        A run is one trace, so what it records must be in that trace: not in a thread the agent
+        started without context, nor under a span of the app or of another instrumentation that
+        belongs to no run (opentelemetry-instrumentation-httpx opens its CLIENT span around
+        ours, in a trace of its own when no run is current).
+        """
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and self._owns_trace(current.trace_id):
             return None
         run = self.current_run()
         if run is None:
