@@ -48,7 +48,15 @@ def free_port() -> int:
 
 
 def start_llm_server(port: int) -> subprocess.Popen[str]:
-    cmd = [sys.executable, str(EXAMPLES / "llm_server.py"), "--port", str(port)]
+    # A small delay between SSE chunks lets the answer visibly stream, as from a real model.
+    cmd = [
+        sys.executable,
+        str(EXAMPLES / "llm_server.py"),
+        "--port",
+        str(port),
+        "--chunk-delay",
+        "0.02",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
