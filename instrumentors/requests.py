@@ -1,0 +1,76 @@
+"""requests: captured where it sends, in urllib3; here only its span and its context.
+
+opentelemetry-instrumentation-requests gives each call its standard CLIENT span (our urllib3
+exchange enriches that span instead of nesting a second one). Around it, outermost, we make a
+call from a thread the agent started without OpenTelemetry context still belong to the current
+run.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from . import already_patched
+
+logger = logging.getLogger("agenttrace")
+
+
+def patch(module: ModuleType) -> None:
+    if already_patched(module):
+        return
+    _instrument()
+    _patch_send(module.sessions.Session)
+
+
+def _instrument() -> None:
+    try:
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    except ImportError:  # a required dependency; without it requests calls get our own spans
+        logger.warning("agenttrace: opentelemetry-instrumentation-requests is not installed")
+        return
+    instrumentor = RequestsInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+def _patch_send(session: type) -> None:
+    original = session.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        token = _attach_run_context()
+        try:
+            return original(self, request, **kwargs)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    send.__name__ = original.__name__
+    send.__qualname__ = original.__qualname__
+    send.__doc__ = original.__doc__
+    send.__wrapped__ = original  # type: ignore[attr-defined]
+    if getattr(original, "opentelemetry_instrumentation_requests_applied", False):
+        # RequestsInstrumentor().uninstrument() restores what it wrapped: let it find that
+        # under us (taking this wrapper away with its own, as it would any outer patch).
+        send.opentelemetry_instrumentation_requests_applied = True  # type: ignore[attr-defined]
+        send.__wrapped__ = original.__wrapped__  # type: ignore[attr-defined]
+    session.send = send
+
+
+def _attach_run_context() -> object | None:
+    """With no span current (a bare thread), hang the call under the current run."""
+    try:
+        if trace.get_current_span().get_span_context().is_valid:
+            return None
+        from agenttrace._runtime import current_runtime
+
+        runtime = current_runtime()
+        ctx = runtime.parent_context() if runtime is not None else None
+        return otel_context.attach(ctx) if ctx is not None else None
+    except Exception:
+        logger.exception("agenttrace: could not attach the run context to a requests call")
+        return None
