@@ -157,7 +157,11 @@ class Exchange:
         if url.port:
             attributes["server.port"] = url.port
         current = trace.get_current_span()
-        if not is_http_instrumentation_enabled() and current.get_span_context().is_valid:
+        if (
+            not is_http_instrumentation_enabled()
+            and current.get_span_context().is_valid
+            and not _claimed(current)
+        ):
             # An outer HTTP instrumentation (e.g. opentelemetry-instrumentation-requests) owns the
             # CLIENT span; we enrich it rather than nest a second one.
             if current.is_recording():
@@ -335,6 +339,13 @@ class Exchange:
                 attributes={_trace.ATTR_SEQ: self.seq, _trace.ATTR_EVENT: payload},
             )
             late.end()
+
+
+def _claimed(span: trace.Span) -> bool:
+    """The outer span already carries an exchange: requests follows a redirect inside the one
+    span of its first call, so the next hop gets a span of its own instead of overwriting it."""
+    attributes = getattr(span, "attributes", None) or {}
+    return _trace.ATTR_SEQ in attributes
 
 
 def _s(value: Any) -> str:
