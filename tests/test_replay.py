@@ -84,7 +84,7 @@ def test_full_agent_replays_byte_identical_with_no_requests(tmp_path, llm_server
     doc = json.loads((tmp_path / ".agenttrace" / "last.json").read_text())
     clients = {e["client"] for e in doc["events"] if e["kind"] == "http"}
     assert {"httpx2", "urllib3", "http.client"} <= clients, clients
-    assert len([e for e in doc["events"] if e["kind"] == "http"]) == 9
+    assert len([e for e in doc["events"] if e["kind"] == "http"]) == 8
     served_before = llm_server.request_count
 
     replayed = replay(tmp_path, llm_server, level)
