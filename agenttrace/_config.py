@@ -55,6 +55,12 @@ PARAMS: tuple[Param, ...] = (
         "Events to replay: list, trace document or path",
     ),
     Param("mask", "AGENTTRACE_MASK", (), "Extra regexes masked in every string of every event"),
+    Param(
+        "scrub_keep",
+        "AGENTTRACE_SCRUB_KEEP",
+        (),
+        "Keys exempt from default scrubbing (comma-separated); recorded in clear, with a warning",
+    ),
     Param("local_dir", "AGENTTRACE_LOCAL_DIR", ".agenttrace", "Local trace store directory"),
     Param(
         "service_name",
@@ -76,6 +82,7 @@ class Settings:
     governance_level: str = "relaxed"
     replay_events: Any = None
     mask: Any = ()
+    scrub_keep: tuple[str, ...] = ()
     local_dir: str = ".agenttrace"
     service_name: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -206,6 +213,7 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         GOVERNANCE_LEVELS,
     )
     values["mask"] = _mask_value(values["mask"], sources["mask"])
+    values["scrub_keep"] = _names_value("scrub_keep", values["scrub_keep"], sources["scrub_keep"])
     if values["mode"] == "replay" and values["replay_events"] is None:
         raise ConfigError(
             f"mode='replay' (from {sources['mode']}) needs events to replay: pass replay_events=[...] "
@@ -236,6 +244,16 @@ def _mask_value(value: Any, source: str) -> Any:
                 f"mask pattern {pattern!r} (from {source}) is not a valid regex: {exc}"
             ) from None
     return tuple(value)
+
+
+def _names_value(name: str, value: Any, source: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f"{name}={value!r} (from {source}) must be a list of key names (or a comma-separated string)"
+        )
+    return tuple(v.strip().lower() for v in value if v.strip())
 
 
 MaskSpec = tuple[str, ...] | Callable[[str], str]

@@ -1,34 +1,61 @@
-"""Redaction: the one module every event and step payload goes through before it leaves us.
+"""Redaction: the one module every event, step payload and span goes through before it leaves us.
 
-Three layers, applied in this order:
-1. default masking of credential headers (always on);
+Three layers, applied together to every string:
+1. default scrubbing (always on): secret-looking keys and well-known secret formats, see
+   ``_scrub_patterns`` (``scrub_keep`` turns it off for named keys);
 2. step filters (``agenttrace.step(filter=[...])``): field names, regexes, or a callable;
-3. global masks (``init(mask=...)`` / ``AGENTTRACE_MASK``): regexes over every string.
+3. global masks (``init(mask=...)`` / ``AGENTTRACE_MASK``): regexes (or a callable) over every
+   string.
 
 Each replaced value becomes ``MARKER`` and its path is listed in the event's ``redacted``.
-Redaction is idempotent, so a recorded (already redacted) request and a live request redacted
-at replay time produce the same matching key.
+Redaction is deterministic and idempotent, so a recorded (already redacted) request and a live
+request redacted at replay time produce the same matching key even when the secret changed.
+Nothing here mutates its input: what the agent sees is never touched.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import difflib
 import json
+import logging
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
+
+from . import _scrub_patterns as patterns
+from ._scrub_patterns import FORMATS, Format, find_pairs, format_spans, is_secret_key
+
+logger = logging.getLogger("agenttrace")
 
 MARKER = "[REDACTED]"
+_QUOTED_MARKER = f'"{MARKER}"'
 
+# Kept for readers looking for "which headers": the key patterns cover these and more.
 DEFAULT_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+    }
 )
 
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_\-]{0,20}) +\S")
 
 EventFilter = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+Edit = tuple[int, int, str]  # replace text[start:end] with the string
+
+# How a key's value is treated (see _Walk.key_mode).
+_DEFAULT, _CONTENT, _KEPT, _SCRUB = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -49,18 +76,18 @@ class Rules:
         if isinstance(spec, (str, re.Pattern)):
             spec = [spec]
         fields: set[str] = set()
-        patterns: list[re.Pattern[str]] = []
+        found: list[re.Pattern[str]] = []
         callables: list[EventFilter] = []
         for item in spec:
             if isinstance(item, re.Pattern):
-                patterns.append(item)
+                found.append(item)
             elif callable(item):
                 callables.append(item)
             elif isinstance(item, str) and _FIELD_NAME.match(item):
                 fields.add(item.lower())
             elif isinstance(item, str):
                 try:
-                    patterns.append(re.compile(item, re.IGNORECASE))
+                    found.append(re.compile(item, re.IGNORECASE))
                 except re.error as exc:
                     raise ValueError(
                         f"step filter {item!r} is not a field name nor a valid regex: {exc}"
@@ -69,7 +96,7 @@ class Rules:
                 raise TypeError(
                     f"step filter entries must be strings, regexes or callables, not {item!r}"
                 )
-        return cls(frozenset(fields), tuple(patterns), tuple(callables))
+        return cls(frozenset(fields), tuple(found), tuple(callables))
 
     def __add__(self, other: Rules) -> Rules:
         if other is EMPTY:
@@ -86,170 +113,528 @@ class Rules:
 EMPTY = Rules()
 
 
-@dataclass
-class _Walk:
-    rules: Rules
-    masks: tuple[re.Pattern[str], ...]
-    paths: list[str] = field(default_factory=list)
+# -- editing strings --------------------------------------------------------------------------
 
-    def key_matches(self, key: str) -> bool:
-        lk = key.lower()
-        if lk in self.rules.fields:
+
+def _merge(text: str, edits: list[Edit]) -> list[Edit]:
+    """Sorted, non-overlapping edits that change something and leave markers alone."""
+    if not edits:
+        return edits
+    guarded = _marker_spans(text) if MARKER in text else []
+    merged: list[Edit] = []
+    for start, end, new in sorted(edits):
+        if any(a <= start and end <= b for a, b in guarded):
+            continue  # already redacted (idempotence: a mask matching inside the marker)
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], end), last[2])
+            continue
+        merged.append((start, end, new))
+    return [e for e in merged if text[e[0] : e[1]] != e[2]]
+
+
+def _marker_spans(text: str) -> list[tuple[int, int]]:
+    spans, at = [], text.find(MARKER)
+    while at >= 0:
+        spans.append((at, at + len(MARKER)))
+        at = text.find(MARKER, at + 1)
+    return spans
+
+
+def _apply(text: str, edits: list[Edit]) -> str:
+    out, pos = [], 0
+    for start, end, new in edits:
+        out.append(text[pos:start])
+        out.append(new)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _diff_edits(old: str, new: str) -> list[Edit]:
+    """The edits turning ``old`` into ``new`` (what a callable mask did), in ``old``'s offsets."""
+    prefix = 0
+    limit = min(len(old), len(new))
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old[len(old) - 1 - suffix] == new[len(new) - 1 - suffix]:
+        suffix += 1
+    a, b = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
+    if len(a) + len(b) > 40000:  # keep it linear on huge texts: one edit spanning the change
+        return [(prefix, prefix + len(a), b)]
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return [
+        (prefix + i1, prefix + i2, b[j1:j2])
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+
+
+def _scrubbable(value: Any) -> bool:
+    """Worth replacing under a secret key (None, booleans and "" reveal nothing)."""
+    if value is None or isinstance(value, bool) or value == "" or value == MARKER:
+        return False
+    return not (isinstance(value, (dict, list)) and not value)
+
+
+# -- the walk over one event / payload ----------------------------------------------------------
+
+
+class _Walk:
+    """One redaction pass: the rules in force, and the paths it replaced."""
+
+    def __init__(self, redactor: Redactor, rules: Rules) -> None:
+        self.rules = rules
+        self.keep = redactor.keep
+        self.masks = redactor.masks + rules.patterns
+        self.mask_fn = redactor.mask_fn
+        self.stems = tuple(sorted(rules.fields))
+        self.paths: list[str] = []
+
+    # keys
+
+    def rule_key(self, key: str) -> bool:
+        if key.lower() in self.rules.fields:
             return True
         return any(p.fullmatch(key) for p in self.rules.patterns)
 
-    def text(self, value: str, path: str) -> str:
-        new = value
-        for pattern in self.rules.patterns + self.masks:
-            new = pattern.sub(MARKER, new)
+    def key_mode(self, key: Any, mode: int) -> int:
+        key = key if isinstance(key, str) else str(key)
+        if self.rules is not EMPTY and self.rule_key(key):
+            return _SCRUB
+        if mode == _KEPT:
+            return _KEPT
+        lower = key.lower()
+        if lower in self.keep:
+            return _KEPT
+        if mode == _CONTENT or lower in patterns.CONTENT_KEYS:
+            return _CONTENT
+        return _SCRUB if is_secret_key(key) else _DEFAULT
+
+    def text_key(self, key: str) -> bool:
+        """A key found in text (``"key": v`` / ``key=v``) whose value must go."""
+        if self.rules is not EMPTY and self.rule_key(key):
+            return True
+        return key.lower() not in self.keep and is_secret_key(key)
+
+    # strings
+
+    def edits(
+        self, text: str, *, pairs: bool, defaults: bool, formats: Sequence[Format]
+    ) -> list[Edit]:
+        found: list[Edit] = []
+        if defaults and formats:
+            found += [(a, b, MARKER) for a, b in format_spans(text, formats)]
+        if pairs:
+            for pair in find_pairs(text, self.text_key, self.stems):
+                if text[pair.start : pair.end] != MARKER:
+                    new = _QUOTED_MARKER if pair.json_bare else MARKER
+                    found.append((pair.start, pair.end, new))
+        for mask in self.masks:
+            found += [
+                (m.start(), m.end(), MARKER) for m in mask.finditer(text) if m.end() > m.start()
+            ]
+        return _merge(text, found)
+
+    def call_mask(self, text: str) -> str:
+        if self.mask_fn is None:
+            return text
+        try:
+            out = self.mask_fn(text)
+            if not isinstance(out, str):
+                raise TypeError(f"the mask callable returned {type(out).__name__}, not str")
+            return out
+        except Exception:
+            _log_once("mask", "agenttrace: the mask callable failed; the string is redacted whole")
+            return MARKER
+
+    def text(
+        self,
+        value: str,
+        path: str,
+        *,
+        pairs: bool = True,
+        defaults: bool = True,
+        formats: Sequence[Format] = FORMATS,
+    ) -> str:
+        edits = self.edits(value, pairs=pairs, defaults=defaults, formats=formats)
+        new = self.call_mask(_apply(value, edits) if edits else value)
         if new != value:
             self.paths.append(path)
         return new
 
-    def value(self, value: Any, path: str) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for k, v in value.items():
-                sub = f"{path}.{k}" if path else str(k)
-                if isinstance(k, str) and self.key_matches(k) and v != MARKER:
-                    out[k] = MARKER
-                    self.paths.append(sub)
-                else:
-                    out[k] = self.value(v, sub)
-            return out
-        if isinstance(value, list):
-            return [self.value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    # JSON-like values
+
+    def json(self, value: Any, path: str, *, pairs: bool = False) -> Any:
+        """Redact a JSON-like value; returns the very same object when nothing changes."""
+        blob = _blob(value)
+        formats = FORMATS if blob is None else patterns.present_formats(blob)
+        if (
+            blob is not None
+            and not formats
+            and not self.masks
+            and self.mask_fn is None
+            and not find_pairs(blob, self.text_key, self.stems)
+        ):
+            return value  # the common case: nothing in it can be secret, no walk needed
+        return self.value(value, path, _DEFAULT, pairs, formats)
+
+    def value(
+        self, value: Any, path: str, mode: int, pairs: bool, formats: Sequence[Format]
+    ) -> Any:
         if isinstance(value, str):
-            return self.text(value, path)
+            return self.text(value, path, pairs=pairs, defaults=mode != _KEPT, formats=formats)
+        if isinstance(value, dict):
+            return self.mapping(value, path, mode, pairs, formats)
+        if isinstance(value, (list, tuple)):
+            return self.sequence(value, path, mode, pairs, formats)
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        # Not JSON (a dataclass, a model): it would be stored as its repr; scrub that text.
+        return self.text(repr(value), path, pairs=True, defaults=mode != _KEPT)
+
+    def mapping(
+        self, value: dict, path: str, mode: int, pairs: bool, formats: Sequence[Format]
+    ) -> dict:
+        out: dict | None = None
+        schema = path.rsplit(".", 1)[-1].lower() in patterns.SCHEMA_KEYS
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            kmode = self.key_mode(key, mode)
+            if (
+                kmode == _SCRUB
+                and schema
+                and isinstance(item, dict)
+                and not self.rule_key(str(key))
+            ):
+                kmode = mode  # a schema property named "password" is a definition, not a secret
+            if kmode == _SCRUB:
+                new = MARKER if _scrubbable(item) else item
+                if new is not item:
+                    self.paths.append(sub)
+            else:
+                new = self.value(item, sub, kmode, pairs, formats)
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        return value if out is None else out
+
+    def sequence(
+        self, value: list | tuple, path: str, mode: int, pairs: bool, formats: Sequence[Format]
+    ) -> list | tuple:
+        out: list | None = None
+        for i, item in enumerate(value):
+            new = self.value(item, f"{path}[{i}]", mode, pairs, formats)
+            if new is not item:
+                if out is None:
+                    out = list(value)
+                out[i] = new
+        return value if out is None else out
+
+    # HTTP pieces
+
+    def url(self, url: str, path: str) -> str:
+        """Query parameters by key name, everything else as text; untouched parts keep their
+        exact encoding."""
+        head, mark, rest = url.partition("?")
+        query, hash_, fragment = rest.partition("#")
+        if not mark:
+            head, hash_, fragment = url.partition("#")
+        new_head = self.text(head, path)
+        new_query = self.query(query, f"{path}.query") if query else query
+        new_fragment = self.text(fragment, f"{path}.fragment") if fragment else fragment
+        if (new_head, new_query, new_fragment) == (head, query, fragment):
+            return url
+        return new_head + mark + new_query + hash_ + new_fragment
+
+    def query(self, query: str, path: str) -> str:
+        """A query string or form body, key by key."""
+        pairs = parse_qsl(query, keep_blank_values=True)
+        formats = patterns.present_formats(query) + patterns.present_formats(
+            " ".join(v for _, v in pairs)
+        )
+        out, changed = [], False
+        for key, value in pairs:
+            mode = self.key_mode(key, _DEFAULT)
+            if mode == _SCRUB:
+                new = MARKER if _scrubbable(value) else value
+                if new != value:
+                    self.paths.append(f"{path}.{key}")
+            else:
+                new = self.text(
+                    value, f"{path}.{key}", pairs=False, defaults=mode != _KEPT, formats=formats
+                )
+            changed = changed or new != value
+            out.append((key, new))
+        return urlencode(out, safe="[]") if changed else query
+
+    def headers(self, headers: list, where: str) -> list:
+        formats = patterns.present_formats("\n".join(str(v) for _, v in headers))
+        out, changed = [], False
+        for name, value in headers:
+            lname = name.lower()
+            path = f"{where}.headers.{lname}"
+            mode = self.key_mode(name, _DEFAULT)
+            if mode == _SCRUB:
+                new = _scrub_header(lname, value)
+                if new != value:
+                    self.paths.append(path)
+            elif lname in patterns.URL_HEADERS:
+                new = self.url(value, path)
+            else:
+                new = self.text(value, path, pairs=False, defaults=mode != _KEPT, formats=formats)
+            changed = changed or new != value
+            out.append([name, new])
+        return out if changed else headers
+
+    def body(self, body: dict[str, Any], path: str, headers: list) -> dict[str, Any]:
+        if "json" in body:
+            new = self.json(body["json"], path)
+            return body if new is body["json"] else {**body, "json": new}
+        if "text" in body:
+            text = body["text"]
+            ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
+            if "x-www-form-urlencoded" in ctype.lower():
+                new = self.query(text, path)
+            else:
+                new = self.text(text, path)
+            return body if new == text else {**body, "text": new}
+        return body  # binary (or still compressed in a coding we cannot decode): left as is
+
+    def chunks(self, chunks: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+        """Scrub a streamed body as one text, then map the result back onto its chunks: a
+        secret split across two chunks is caught, and the chunks keep their count and timing."""
+        raw = [_chunk_bytes(c) for c in chunks]
+        joined = b"".join(raw)
+        text = joined.decode("utf-8", "surrogateescape")
+        edits = self.edits(text, pairs=True, defaults=True, formats=FORMATS)
+        if self.mask_fn is not None:
+            done = _apply(text, edits)
+            masked = self.call_mask(done)
+            edits = _diff_edits(text, masked) if masked != text else []
+        if not edits:
+            return chunks
+        parts = _splice(joined, [len(r) for r in raw], _byte_edits(text, edits))
+        out = []
+        for i, (chunk, old, new) in enumerate(zip(chunks, raw, parts, strict=True)):
+            if new == old:
+                out.append(chunk)
+                continue
+            self.paths.append(f"{path}[{i}]")
+            kept = {k: v for k, v in chunk.items() if k not in ("text", "base64")}
+            out.append({**kept, **_encode_chunk(new)})
+        return out
+
+    def message(self, message: dict[str, Any], where: str) -> dict[str, Any]:
+        out = dict(message)
+        if "headers" in message:
+            out["headers"] = self.headers(message["headers"], where)
+        if "url" in message:
+            out["url"] = self.url(message["url"], f"{where}.url")
+        if message.get("body") is not None:
+            out["body"] = self.body(message["body"], f"{where}.body", message.get("headers", []))
+        if message.get("chunks"):
+            out["chunks"] = self.chunks(message["chunks"], f"{where}.chunks")
+        return out
+
+
+def _scrub_header(lname: str, value: str) -> str:
+    """A credential header's value, keeping what is not secret: the auth scheme, cookie names
+    and Set-Cookie attributes (useful when reading a trace, harmless to keep)."""
+    if not value or value == MARKER:
         return value
+    if lname == "cookie":
+        return "; ".join(_cookie_pair(p.strip()) for p in value.split(";") if p.strip())
+    if lname == "set-cookie":
+        first, sep, attributes = value.partition(";")
+        return _cookie_pair(first.strip()) + sep + attributes
+    scheme = _SCHEME.match(value)
+    if scheme:
+        return f"{scheme.group(1)} {MARKER}"
+    return MARKER
+
+
+def _cookie_pair(pair: str) -> str:
+    name, eq, _ = pair.partition("=")
+    return f"{name}={MARKER}" if eq else MARKER
+
+
+def _blob(value: Any) -> str | None:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return None  # circular or odd: the walk looks at everything
+
+
+def _chunk_bytes(chunk: dict[str, Any]) -> bytes:
+    if "text" in chunk:
+        return chunk["text"].encode("utf-8", "surrogateescape")
+    if "base64" in chunk:
+        return base64.b64decode(chunk["base64"])
+    return b""
+
+
+def _encode_chunk(data: bytes) -> dict[str, str]:
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _byte_edits(text: str, edits: list[Edit]) -> list[tuple[int, int, bytes]]:
+    if text.isascii():
+        return [(a, b, new.encode()) for a, b, new in edits]
+
+    def at(i: int) -> int:
+        return len(text[:i].encode("utf-8", "surrogateescape"))
+
+    return [(at(a), at(b), new.encode("utf-8", "surrogateescape")) for a, b, new in edits]
+
+
+def _splice(joined: bytes, sizes: list[int], edits: list[tuple[int, int, bytes]]) -> list[bytes]:
+    """Apply byte edits to the concatenation and cut it back into the original chunks: kept bytes
+    stay in their chunk, a replacement goes to the chunk where the replaced text began."""
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    parts = [bytearray() for _ in sizes]
+
+    def keep(start: int, end: int) -> None:
+        i = max(0, bisect_right(bounds, start) - 1)
+        while start < end and i < len(sizes):
+            stop = min(end, bounds[i + 1])
+            parts[i] += joined[start:stop]
+            start, i = stop, i + 1
+
+    pos = 0
+    for start, end, new in edits:
+        keep(pos, start)
+        parts[min(len(sizes) - 1, max(0, bisect_right(bounds, start) - 1))] += new
+        pos = end
+    keep(pos, len(joined))
+    return [bytes(p) for p in parts]
+
+
+_logged: set[str] = set()
+
+
+def _log_once(key: str, message: str) -> None:
+    if key not in _logged:
+        _logged.add(key)
+        logger.exception(message)
+
+
+# -- the public face ---------------------------------------------------------------------------
 
 
 class Redactor:
-    """Applies default masking, step rules and global masks to events and step payloads."""
+    """Applies default scrubbing, step rules and global masks to events, payloads and spans."""
 
-    def __init__(self, masks: Iterable[str] | Callable[[str], str] = ()) -> None:
-        self._mask_callable: Callable[[str], str] | None = None
+    def __init__(
+        self, masks: Iterable[str] | Callable[[str], str] = (), keep: Iterable[str] = ()
+    ) -> None:
+        self.mask_fn: Callable[[str], str] | None = None
+        self.masks: tuple[re.Pattern[str], ...] = ()
         if callable(masks):
-            self._mask_callable = masks
-            self._masks: tuple[re.Pattern[str], ...] = ()
+            self.mask_fn = masks
         else:
-            self._masks = tuple(re.compile(m) for m in masks)
+            self.masks = tuple(m if isinstance(m, re.Pattern) else re.compile(m) for m in masks)
+        self.keep = frozenset(k.lower() for k in keep)
 
-    def _walk(self, rules: Rules) -> _Walk:
-        return _Walk(rules, self._masks)
+    @classmethod
+    def from_settings(cls, settings: Any) -> Redactor:
+        """The redactor for resolved settings; says once that ``scrub_keep`` weakens scrubbing."""
+        keep = tuple(getattr(settings, "scrub_keep", ()) or ())
+        if keep:
+            source = getattr(settings, "sources", {}).get("scrub_keep", "settings")
+            logger.warning(
+                "agenttrace: default scrubbing is OFF for %s (scrub_keep, from %s): their values "
+                "are recorded in clear",
+                ", ".join(keep),
+                source,
+            )
+        return cls(settings.mask, keep)
 
     def payload(self, value: Any, rules: Rules) -> tuple[Any, list[str]]:
         """Redact a step input or result (any JSON-like value)."""
-        walk = self._walk(rules)
-        out = walk.value(value, "")
-        if self._mask_callable:
-            out = _apply_callable(out, self._mask_callable)
-        return out, walk.paths
+        walk = _Walk(self, rules)
+        try:
+            return walk.json(value, ""), walk.paths
+        except Exception:
+            _log_once("payload", "agenttrace: could not redact a step payload; it is dropped")
+            return MARKER, ["*"]
 
     def request(self, request: dict[str, Any], rules: Rules) -> tuple[dict[str, Any], list[str]]:
-        walk = self._walk(rules)
-        out = self._message(request, "request", walk)
-        out["url"] = self._url(request["url"], walk)
-        return out, walk.paths
+        """Redact a live request exactly as ``event`` would: the replay matching key."""
+        walk = _Walk(self, rules)
+        try:
+            out = walk.message(request, "request")
+            for fn in rules.callables:
+                result = fn(copy.deepcopy({"kind": "http", "request": out, "redacted": []}))
+                if result is None:
+                    return _stub_request(out), ["*"]
+                out = result.get("request", out)
+            return out, walk.paths
+        except Exception:
+            _log_once("request", "agenttrace: could not redact a request")
+            return _stub_request(request, url=MARKER), ["*"]
 
     def event(self, event: dict[str, Any], rules: Rules) -> dict[str, Any] | None:
         """A redacted copy of a complete event, with ``redacted`` paths filled in."""
-        walk = self._walk(rules)
-        out = dict(event)
-        out["request"] = self._message(event["request"], "request", walk)
-        out["request"]["url"] = self._url(event["request"]["url"], walk)
-        if event.get("response") is not None:
-            out["response"] = self._message(event["response"], "response", walk)
-        if event.get("error") is not None:
-            err = dict(event["error"])
-            err["message"] = walk.text(err.get("message", ""), "error.message")
-            out["error"] = err
-        if self._mask_callable:
-            out = _apply_callable(out, self._mask_callable)
-        out["redacted"] = sorted(set(event.get("redacted", []) + walk.paths))
+        walk = _Walk(self, rules)
+        try:
+            out = self._event(event, walk)
+        except Exception:
+            _log_once("event", "agenttrace: could not redact an event; only its outline is kept")
+            return stub(event, url=MARKER)
         for fn in rules.callables:
-            result = fn(copy.deepcopy(out))
+            try:
+                result = fn(copy.deepcopy(out))
+            except Exception:
+                _log_once("filter", "agenttrace: a step filter callable failed; event dropped")
+                result = None
             if result is None:
                 return stub(out)
             out = result
         return out
 
-    def _message(self, message: dict[str, Any], where: str, walk: _Walk) -> dict[str, Any]:
-        out = dict(message)
-        if "headers" in message:
-            headers = []
-            for name, value in message["headers"]:
-                path = f"{where}.headers.{name.lower()}"
-                if name.lower() in DEFAULT_SECRET_HEADERS or walk.key_matches(name):
-                    if value != MARKER:
-                        walk.paths.append(path)
-                    headers.append([name, MARKER])
-                else:
-                    headers.append([name, walk.text(value, path)])
-            out["headers"] = headers
-        if message.get("body") is not None:
-            out["body"] = self._body(
-                message["body"], f"{where}.body", walk, message.get("headers", [])
-            )
-        if message.get("chunks"):
-            out["chunks"] = [
-                {**c, "text": walk.text(c["text"], f"{where}.chunks[{i}]")} if "text" in c else c
-                for i, c in enumerate(message["chunks"])
-            ]
+    def _event(self, event: dict[str, Any], walk: _Walk) -> dict[str, Any]:
+        out = dict(event)
+        out["request"] = walk.message(event["request"], "request")
+        if event.get("response") is not None:
+            out["response"] = walk.message(event["response"], "response")
+        if event.get("error") is not None:
+            out["error"] = walk.value(event["error"], "error", _DEFAULT, True, FORMATS)
+        out["redacted"] = sorted(set(event.get("redacted", []) + walk.paths))
         return out
 
-    def _body(self, body: dict[str, Any], path: str, walk: _Walk, headers: list) -> dict[str, Any]:
-        if "json" in body:
-            return {**body, "json": walk.value(body["json"], path)}
-        if "text" in body:
-            text = body["text"]
-            ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
-            if "x-www-form-urlencoded" in ctype.lower():
-                return {"text": self._form(text, path, walk)}
-            return {"text": walk.text(text, path)}
-        return body
+    # for spans (see _scrub_spans)
 
-    def _form(self, text: str, path: str, walk: _Walk) -> str:
-        pairs = parse_qsl(text, keep_blank_values=True)
-        out = []
-        for k, v in pairs:
-            if walk.key_matches(k) and v != MARKER:
-                walk.paths.append(f"{path}.{k}")
-                v = MARKER
-            else:
-                v = walk.text(v, f"{path}.{k}")
-            out.append((k, v))
-        return urlencode(out, safe="[]")
+    def text(self, value: str) -> str:
+        """Any free text (an exception message, a span attribute)."""
+        return _Walk(self, EMPTY).text(value, "")
 
-    def _url(self, url: str, walk: _Walk) -> str:
-        parts = urlsplit(url)
-        if not parts.query:
-            return walk.text(url, "request.url")
-        query = []
-        before = len(walk.paths)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True):
-            if walk.key_matches(k) and v != MARKER:
-                walk.paths.append(f"request.url.query.{k}")
-                v = MARKER
-            else:
-                v = walk.text(v, f"request.url.query.{k}")
-            query.append((k, v))
-        base = walk.text(
-            urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), "request.url"
-        )
-        if len(walk.paths) == before:
-            return url  # untouched: keep the caller's exact encoding
-        return base + "?" + urlencode(query, safe="[]")
+    def url(self, value: str) -> str:
+        return _Walk(self, EMPTY).url(value, "")
+
+    def keeps(self, key: str) -> bool:
+        return key.lower() in self.keep
 
 
-def stub(event: dict[str, Any]) -> dict[str, Any]:
+def _stub_request(request: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+    return {"method": request.get("method", "GET"), "url": url or request.get("url", "")}
+
+
+def stub(event: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     """What remains of an event whose step filter dropped it: enough to replay its shape."""
     kept = {
         k: event[k]
         for k in ("seq", "kind", "step", "span_id", "duration_ms", "client")
         if k in event
     }
-    kept["request"] = {"method": event["request"]["method"], "url": event["request"]["url"]}
+    kept["request"] = _stub_request(event["request"], url)
     if event.get("response") is not None:
         kept["response"] = {"status": event["response"].get("status"), "headers": [], "body": None}
     if event.get("error") is not None:
@@ -263,15 +648,13 @@ def stub(event: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _apply_callable(value: Any, fn: Callable[[str], str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _apply_callable(v, fn) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_apply_callable(v, fn) for v in value]
-    if isinstance(value, str):
-        return fn(value)
-    return value
-
-
 def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=repr, sort_keys=False)
+
+
+def scrub_span(span: Any, redactor: Redactor | None = None) -> Any:
+    """A copy of a finished span with secrets scrubbed from its attributes, events, links and
+    status (the span itself when there is nothing to scrub). For exporters; see _scrub_spans."""
+    from ._scrub_spans import scrub_span as _scrub
+
+    return _scrub(span, redactor)

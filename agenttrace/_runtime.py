@@ -78,7 +78,7 @@ class RunHandle:
 class Runtime:
     def __init__(self, settings: _config.Settings) -> None:
         self.settings = settings
-        self.redactor = Redactor(settings.mask)
+        self.redactor = Redactor.from_settings(settings)
         self.capturing = False
         self._seq_lock = threading.Lock()
         self._seq = 0

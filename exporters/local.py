@@ -18,11 +18,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from agenttrace import _trace
+from agenttrace._redaction import scrub_span
 
 logger = logging.getLogger("agenttrace")
 
 
 def span_to_record(span: ReadableSpan) -> dict[str, Any]:
+    span = scrub_span(span)  # other instrumentations' attributes (raw URLs, headers) included
     ctx = span.get_span_context()
     parent = span.parent
     return _trace.span_record(
