@@ -41,20 +41,25 @@ def patch(module: ModuleType) -> None:
 # -- errors: what to store so replay raises the same exception --------------------------------
 
 
-def describe_error(exc: BaseException) -> dict[str, Any]:
-    """Details to rebuild ``exc``: its args and attributes (nested exceptions included).
+def describe_error(exc: BaseException, _depth: int = 0) -> dict[str, Any]:
+    """Details to rebuild ``exc``: its args, attributes and cause (nested exceptions included).
 
     Generic on purpose: urllib3's ``MaxRetryError.reason`` (which requests turns into
-    ``ConnectionError`` or ``ConnectTimeout``), an ``OSError``'s errno, a URL attribute.
-    Objects that cannot be stored (a pool, a connection) come back as None.
+    ``ConnectionError`` or ``ConnectTimeout``), an ``OSError``'s errno, a URL attribute, the
+    socket error under a ``ProtocolError``. Objects that cannot be stored (a pool, a
+    connection) come back as None.
     """
     details: dict[str, Any] = {}
+    if _depth > 4:
+        return details
+    if exc.__cause__ is not None:
+        details["cause"] = _error_dict(exc.__cause__, _depth + 1)
     if all(isinstance(a, _SCALARS) for a in exc.args):
         details["args"] = list(exc.args)
     attrs: dict[str, Any] = {}
     for name, value in vars(exc).items():
         if isinstance(value, BaseException):
-            attrs[name] = {"error": _error_dict(value)}
+            attrs[name] = {"error": _error_dict(value, _depth + 1)}
         elif isinstance(value, _SCALARS):
             attrs[name] = value
         elif isinstance(value, (bytes, bytearray)):
@@ -66,12 +71,12 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     return details
 
 
-def _error_dict(exc: BaseException) -> dict[str, Any]:
+def _error_dict(exc: BaseException, depth: int) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
         "module": type(exc).__module__,
         "message": str(exc),
-        **describe_error(exc),
+        **describe_error(exc, depth),
     }
 
 
@@ -180,13 +185,24 @@ def _wire(answer: Answer) -> Iterator[bytes]:
 
 
 def wire_error(answer: Answer, fallback: type[BaseException]) -> BaseException | None:
-    """What the replayed socket raises after the recorded body (None: a plain EOF)."""
-    error = answer.error
-    if error is None:
+    """What the replayed socket raises after the recorded body (None: a plain EOF).
+
+    When the root cause is what the socket did, it is raised there so the client wraps it as
+    it did live: a timeout or reset (urllib3: ``ReadTimeoutError``, ``ProtocolError``); a body
+    cut short was an EOF, after which the client raises ``IncompleteRead`` itself, with its
+    data. Anything else (a decoding error) is raised as recorded.
+    """
+    if answer.error is None:
         return None
-    if error.get("module") == "http.client" and error.get("type") == "IncompleteRead":
-        return None  # the truncated body makes http.client raise it itself, with its data
-    return rebuild_error(error, fallback)
+    root = answer.error
+    while root.get("cause"):
+        root = root["cause"]
+    cause = rebuild_error(root, fallback)
+    if isinstance(cause, http.client.IncompleteRead):
+        return None
+    if isinstance(cause, OSError):
+        return cause
+    return rebuild_error(answer.error, fallback)
 
 
 # -- record: tee an HTTPResponse as the caller reads it ------------------------------------------
@@ -227,6 +243,8 @@ class _ResponseTee:
                 result = original(*args, **kwargs)
             except BaseException as exc:
                 if self._depth == 1:
+                    if isinstance(exc, http.client.IncompleteRead):
+                        self._exchange.chunk(exc.partial)  # the caller gets these bytes too
                     self._exchange.fail(exc, details=describe_error)
                 raise
             finally:

@@ -27,6 +27,7 @@ class TestServer:
 
     def __init__(self) -> None:
         self.requests = 0
+        self.bodies: list[bytes] = []  # request bodies as received, in order
         self.sse_release = threading.Event()
         self.sse_released_in_time: bool | None = None
         self._stopping = threading.Event()
@@ -68,8 +69,8 @@ def _handler(server: TestServer) -> type[BaseHTTPRequestHandler]:
 
         def _route(self) -> None:
             server.count()
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._body()
+            server.bodies.append(body)
             path = self.path.split("?", 1)[0]
             route = {
                 "/json": lambda: self._json(200, {"ok": True, "echo": json.loads(body or b"null")}),
@@ -78,11 +79,39 @@ def _handler(server: TestServer) -> type[BaseHTTPRequestHandler]:
                 "/gzip": self._gzip,
                 "/missing": lambda: self._json(404, {"error": "not found", "path": path}),
                 "/slow": self._slow,
+                "/redirect": self._redirect,
+                "/upload": lambda: self._json(200, {"received": body.decode("latin-1")}),
+                "/truncated": self._truncated,
+                "/stall": self._stall,
             }.get(path)
             if route is None:
                 self._json(404, {"error": "no route"})
             else:
                 route()
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                parts = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(parts)
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _redirect(self) -> None:
+            self._send(302, "application/json", b'{"moved": true}', {"Location": "/json"})
+
+        def _truncated(self) -> None:
+            # Promises 100 bytes, sends 10 and hangs up: an error in the middle of the body.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
 
         def _send(
             self, status: int, ctype: str, data: bytes, extra: dict[str, str] | None = None
@@ -116,6 +145,16 @@ def _handler(server: TestServer) -> type[BaseHTTPRequestHandler]:
                 self._chunk(event)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+
+        def _stall(self) -> None:
+            # One event, then silence until the server stops: a read timeout mid-stream.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._chunk(SSE_EVENTS[0])
+            server.wait_slow()
+            self.close_connection = True
 
         def _chunk(self, data: bytes) -> None:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -8,9 +8,12 @@ message.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gzip
+import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +27,9 @@ import pytest
 import requests
 import urllib3
 from _http import BINARY, GZIP_PAYLOAD, SSE_EVENTS, TestServer
+from agenttrace.instrumentors import http_client
+from agenttrace.instrumentors import urllib3 as urllib3_instrumentor
+from opentelemetry import trace
 
 import agenttrace
 from agenttrace import _runtime
@@ -54,8 +60,10 @@ class RequestsClient:
         r = requests.request(method, url, **kw)
         return {"status": r.status_code, "headers": sorted(r.headers.items()), "body": r.content}
 
-    def sse(self, url: str, on_first: Callable[[], None]) -> list[bytes]:
-        with requests.get(url, stream=True) as r:
+    def sse(
+        self, url: str, on_first: Callable[[], None], timeout: float | None = None
+    ) -> list[bytes]:
+        with requests.get(url, stream=True, timeout=timeout) as r:
             lines = r.iter_lines()
             received = [next(lines)]
             on_first()
@@ -72,8 +80,10 @@ class Urllib3Client:
         r = urllib3.PoolManager().request(method, url, **kw)  # preload_content: read in urlopen
         return {"status": r.status, "headers": sorted(r.headers.items()), "body": r.data}
 
-    def sse(self, url: str, on_first: Callable[[], None]) -> list[bytes]:
-        r = urllib3.PoolManager().request("GET", url, preload_content=False)
+    def sse(
+        self, url: str, on_first: Callable[[], None], timeout: float | None = None
+    ) -> list[bytes]:
+        r = urllib3.PoolManager().request("GET", url, preload_content=False, timeout=timeout)
         pieces = r.stream(1024)
         received = [next(pieces)]
         on_first()
@@ -99,8 +109,10 @@ class UrllibClient:
                     "body": exc.read(),
                 }
 
-    def sse(self, url: str, on_first: Callable[[], None]) -> list[bytes]:
-        with urllib.request.urlopen(url) as r:
+    def sse(
+        self, url: str, on_first: Callable[[], None], timeout: float | None = None
+    ) -> list[bytes]:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             received = [r.readline()]
             on_first()
             return received + list(r)
@@ -112,11 +124,13 @@ class HttpxClient:
 
     def send(self, method: str, url: str, **kw: Any) -> Result:
         with self.module.Client() as client:
-            r = client.request(method, url, **kw)
+            r = client.request(method, url, follow_redirects=True, **kw)
             return _httpx_result(r)
 
-    def sse(self, url: str, on_first: Callable[[], None]) -> list[bytes]:
-        with self.module.Client() as client, client.stream("GET", url) as r:
+    def sse(
+        self, url: str, on_first: Callable[[], None], timeout: float | None = None
+    ) -> list[bytes]:
+        with self.module.Client(timeout=timeout) as client, client.stream("GET", url) as r:
             pieces = r.iter_bytes()
             received = [next(pieces)]
             on_first()
@@ -127,13 +141,19 @@ class AsyncHttpxClient(HttpxClient):
     def send(self, method: str, url: str, **kw: Any) -> Result:
         async def go() -> Result:
             async with self.module.AsyncClient() as client:
-                return _httpx_result(await client.request(method, url, **kw))
+                r = await client.request(method, url, follow_redirects=True, **kw)
+                return _httpx_result(r)
 
         return asyncio.run(go())
 
-    def sse(self, url: str, on_first: Callable[[], None]) -> list[bytes]:
+    def sse(
+        self, url: str, on_first: Callable[[], None], timeout: float | None = None
+    ) -> list[bytes]:
         async def go() -> list[bytes]:
-            async with self.module.AsyncClient() as client, client.stream("GET", url) as r:
+            async with (
+                self.module.AsyncClient(timeout=timeout) as client,
+                client.stream("GET", url) as r,
+            ):
                 pieces = r.aiter_bytes()
                 received = [await pieces.__anext__()]
                 on_first()
@@ -177,6 +197,17 @@ def sse(client: Any, base: str, on_first: Callable[[], None]) -> Result:
     return {"first": pieces[0].strip(), "lines": [line for line in lines if line.strip()]}
 
 
+def stalled_stream(client: Any, base: str, on_first: Callable[[], None]) -> Result:
+    firsts: list[bytes] = []
+
+    def first_received() -> None:
+        firsts.append(b"seen")
+        on_first()
+
+    result = _guarded(lambda: {"pieces": client.sse(base + "/stall", first_received, TIMEOUT_S)})
+    return {**result, "first_received": bool(firsts)}
+
+
 def binary(client: Any, base: str, on_first: Callable[[], None]) -> Result:
     return _guarded(lambda: client.send("GET", base + "/binary"))
 
@@ -203,6 +234,14 @@ def timeout(client: Any, base: str, on_first: Callable[[], None]) -> Result:
     return _guarded(lambda: client.send("GET", base + "/slow", timeout=TIMEOUT_S))
 
 
+def redirect(client: Any, base: str, on_first: Callable[[], None]) -> Result:
+    return _guarded(lambda: client.send("GET", base + "/redirect"))
+
+
+def truncated(client: Any, base: str, on_first: Callable[[], None]) -> Result:
+    return _guarded(lambda: client.send("GET", base + "/truncated"))
+
+
 SCENARIOS = {
     "json_post": json_post,
     "sse": sse,
@@ -211,20 +250,25 @@ SCENARIOS = {
     "not_found": not_found,
     "refused": refused,
     "timeout": timeout,
+    "redirect": redirect,
+    "truncated": truncated,
+    "stalled_stream": stalled_stream,
 }
 
 
 # -- what the recording must hold -------------------------------------------------------------------
 
 
-def check_json_post(event: dict[str, Any], result: Result) -> None:
+def check_json_post(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     assert result["status"] == 200
     assert event["request"]["method"] == "POST"
     assert event["request"]["body"]["json"] == {"q": "weather", "n": [1, 2]}
     assert event["response"]["body"]["json"] == {"ok": True, "echo": {"q": "weather", "n": [1, 2]}}
 
 
-def check_sse(event: dict[str, Any], result: Result) -> None:
+def check_sse(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     chunks = event["response"]["chunks"]
     assert len(chunks) > 1, chunks
     # Chunks are what the caller read: urllib's readline() takes the first line alone.
@@ -233,32 +277,62 @@ def check_sse(event: dict[str, Any], result: Result) -> None:
     assert result["first"] == SSE_EVENTS[0].strip()
 
 
-def check_binary(event: dict[str, Any], result: Result) -> None:
+def check_binary(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     assert result["body"] == BINARY
     assert "base64" in event["response"]["body"]
 
 
-def check_gzip(event: dict[str, Any], result: Result) -> None:
+def check_gzip(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     assert json.loads(result["body"]) == GZIP_PAYLOAD
     assert event["response"]["body"]["json"] == GZIP_PAYLOAD
     assert ["Content-Encoding", "gzip"] in event["response"]["headers"]
 
 
-def check_not_found(event: dict[str, Any], result: Result) -> None:
+def check_not_found(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     assert result["status"] == 404
     assert event["response"]["status"] == 404
     assert event["response"]["body"]["json"]["error"] == "not found"
 
 
-def check_refused(event: dict[str, Any], result: Result) -> None:
+def check_refused(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     assert "error" in result and "response" not in event
     assert event["error"]["type"]
 
 
-def check_timeout(event: dict[str, Any], result: Result) -> None:
+def check_timeout(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
     assert "error" in result and "response" not in event
     assert "imeout" in event["error"]["type"] + event["error"].get("message", "") + str(
         event["error"].get("attrs", {}).get("reason")
+    )
+
+
+def check_redirect(events: list[dict[str, Any]], result: Result) -> None:
+    assert [e["response"]["status"] for e in events] == [302, 200]
+    assert events[0]["response"]["body"]["json"] == {"moved": True}
+    assert events[1]["request"]["url"].endswith("/json")
+    assert result["status"] == 200
+
+
+def check_truncated(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
+    assert "error" in result and event["error"]["type"]
+    if "response" in event:  # the error came while the caller read the body
+        assert event["response"]["status"] == 200
+    else:  # urllib3 preloads the body inside urlopen, and retries there
+        assert event["error"]["type"] == "MaxRetryError"
+
+
+def check_stalled_stream(events: list[dict[str, Any]], result: Result) -> None:
+    (event,) = events
+    assert result["first_received"] and "error" in result
+    assert event["response"]["status"] == 200 and event["error"]["type"]
+    assert "".join(c["text"] for c in event["response"]["chunks"]).strip() == (
+        SSE_EVENTS[0].decode().strip()
     )
 
 
@@ -270,6 +344,9 @@ CHECKS = {
     "not_found": check_not_found,
     "refused": check_refused,
     "timeout": check_timeout,
+    "redirect": check_redirect,
+    "truncated": check_truncated,
+    "stalled_stream": check_stalled_stream,
 }
 
 
@@ -334,12 +411,7 @@ def test_records_completely_and_replays_identically(
         server.sse_release.set()
 
     recorded, events = record(tmp_path, lambda: play(client, server.url, release))
-    assert len(events) == 1, events
-    event = events[0]
-    assert event["duration_ms"] >= 0 and event["request"]["url"].endswith(
-        {"refused": "/refused"}.get(scenario, "")
-    )
-    CHECKS[scenario](event, recorded)
+    CHECKS[scenario](events, recorded)
     if scenario == "sse":
         assert server.sse_released_in_time, "the client buffered the stream"
 
@@ -348,10 +420,154 @@ def test_records_completely_and_replays_identically(
     replayed, replay_events = replay(tmp_path, lambda: play(client, server.url, lambda: None))
     assert replayed == recorded
     assert server.requests == served
-    assert len(replay_events) == 1
-    assert replay_events[0].get("response", {}).get("status") == event.get("response", {}).get(
-        "status"
+    assert [_outcome(e) for e in replay_events] == [_outcome(e) for e in events]
+
+
+def _outcome(event: dict[str, Any]) -> tuple[Any, ...]:
+    response, error = event.get("response") or {}, event.get("error") or {}
+    body = response.get("body") or "".join(c.get("text", "") for c in response.get("chunks", []))
+    return (event["request"]["url"], response.get("status"), body, error.get("type"))
+
+
+# -- client-specific behaviour -------------------------------------------------------------------
+
+
+def test_requests_call_from_a_thread_without_context_joins_the_run(
+    tmp_path: Path, server: TestServer
+) -> None:
+    agenttrace.init(local_dir=str(tmp_path))
+    seen: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        seen["had_context"] = trace.get_current_span().get_span_context().is_valid
+        seen["status"] = requests.post(server.url + "/json", json={"t": 1}).status_code
+        done.set()
+
+    _thread.start_new_thread(work, ())  # not threading.Thread: no context is carried over
+    assert done.wait(10)
+    agenttrace.shutdown()
+
+    assert seen == {"had_context": False, "status": 200}
+    document = json.loads((tmp_path / "last.json").read_text())
+    (root,) = [s for s in document["spans"] if s["parent_id"] is None]
+    (client_span,) = [s for s in document["spans"] if s["kind"] == "CLIENT"]
+    # One span per call: opentelemetry-instrumentation-requests' own, under the run, enriched.
+    assert client_span["parent_id"] == root["span_id"]
+    assert client_span["attributes"]["http.method"] == "POST"
+    (event,) = http_events(tmp_path / "last.json")
+    assert event["span_id"] == client_span["span_id"]
+
+
+def test_requests_redirect_records_each_hop_under_the_one_requests_span(
+    tmp_path: Path, server: TestServer
+) -> None:
+    agenttrace.init(local_dir=str(tmp_path))
+    assert requests.get(server.url + "/redirect").status_code == 200
+    agenttrace.shutdown()
+    events = http_events(tmp_path / "last.json")
+    assert [e["response"]["status"] for e in events] == [302, 200]
+    assert len({e["span_id"] for e in events}) == 2
+
+
+@pytest.mark.parametrize("client_name", CLIENTS)
+def test_a_divergent_call_raises_replay_divergence_through_the_client(
+    tmp_path: Path, server: TestServer, client_name: str
+) -> None:
+    client = CLIENTS[client_name]
+    record(tmp_path, lambda: client.send("POST", server.url + "/json", json={"city": "Paris"}))
+    server.stop()
+    agenttrace.init(
+        mode="replay",
+        governance_level="governance",
+        replay_events=str(tmp_path / "last.json"),
+        local_dir=str(tmp_path),
     )
-    assert (replay_events[0].get("error") or {}).get("type") == (event.get("error") or {}).get(
-        "type"
-    )
+    with pytest.raises(agenttrace.ReplayDivergence, match="Paris"):
+        client.send("POST", server.url + "/json", json={"city": "Berlin"})
+
+
+def test_an_internal_error_is_logged_never_raised(
+    tmp_path: Path, server: TestServer, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("agenttrace bug")
+
+    monkeypatch.setattr(http_client, "report_response", broken)
+    monkeypatch.setattr(urllib3_instrumentor._BodyTee, "adopt", broken)
+    agenttrace.init(local_dir=str(tmp_path))
+    with urllib.request.urlopen(server.url + "/binary") as r:
+        assert r.read() == BINARY
+    assert requests.get(server.url + "/binary").content == BINARY
+    agenttrace.shutdown()
+    assert [r.name for r in caplog.records if "agenttrace bug" in str(r.exc_info)] == [
+        "agenttrace",
+        "agenttrace",
+    ]
+
+
+def test_uploads_are_captured_and_sent_unchanged(tmp_path: Path, server: TestServer) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"from a file")
+
+    def send_all() -> list[Any]:
+        with upload.open("rb") as fh:
+            by_file = requests.post(server.url + "/upload", data=fh).json()
+        by_generator = requests.post(server.url + "/upload", data=iter([b"gen", b"erated"])).json()
+        pool = urllib3.PoolManager()
+        with upload.open("rb") as fh:
+            by_urllib3 = pool.request("POST", server.url + "/upload", body=fh).json()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port)
+        with upload.open("rb") as fh:
+            conn.request("POST", "/upload", body=fh)
+            by_http_client = json.loads(conn.getresponse().read())
+        conn.close()
+        return [by_file, by_generator, by_urllib3, by_http_client]
+
+    recorded, events = record(tmp_path, send_all)
+    assert server.bodies == [b"from a file", b"generated", b"from a file", b"from a file"]
+    assert [e["request"]["body"] for e in events] == [
+        {"text": "from a file"},
+        {"text": "generated"},
+        {"text": "from a file"},
+        {"text": "from a file"},
+    ]
+    server.stop()
+    replayed, _ = replay(tmp_path, send_all)
+    assert replayed == recorded
+
+
+def test_an_abandoned_stream_records_what_was_read(tmp_path: Path, server: TestServer) -> None:
+    def first_line_only() -> bytes:
+        with requests.get(server.url + "/sse", stream=True) as r:
+            return next(r.iter_lines())
+
+    recorded, (event,) = record(tmp_path, first_line_only)
+    server.sse_release.set()
+    assert recorded == SSE_EVENTS[0].strip()
+    assert [c["text"] for c in event["response"]["chunks"]] == [SSE_EVENTS[0].decode()]
+    server.stop()
+    replayed, _ = replay(tmp_path, first_line_only)
+    assert replayed == recorded
+
+
+def test_http_client_keep_alive_connection(tmp_path: Path, server: TestServer) -> None:
+    def two_calls() -> list[Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        out = []
+        for path in ("/binary", "/missing"):
+            conn.request("GET", path, headers={"X-Test": "1"})
+            response = conn.getresponse()
+            out.append((response.status, response.reason, response.getheaders(), response.read()))
+        conn.close()
+        return out
+
+    recorded, events = record(tmp_path, two_calls)
+    assert [e["request"]["url"] for e in events] == [
+        server.url + "/binary",
+        server.url + "/missing",
+    ]
+    assert ["X-Test", "1"] in events[0]["request"]["headers"]
+    server.stop()
+    replayed, _ = replay(tmp_path, two_calls)
+    assert replayed == recorded
