@@ -98,11 +98,21 @@ class Answer:
         return b"".join(self.chunks())
 
 
-def begin(call: HttpCall) -> Exchange | None:
-    """Start intercepting a call; None means "not ours, call the client as if we were not here"."""
+def intercepting() -> bool:
+    """Whether ``begin`` may intercept a call made here: a cheap test that lets a client skip
+    preparing an ``HttpCall`` (e.g. buffering a streamed upload) when nothing would record it."""
     # Inside an intercepted call the layers below it (requests → urllib3 → http.client) must not
     # capture the same call again; suppressed instrumentation is the SDK's own export traffic.
     if _context.in_call() or not is_instrumentation_enabled():
+        return False
+    from ._runtime import current_runtime
+
+    return current_runtime() is not None
+
+
+def begin(call: HttpCall) -> Exchange | None:
+    """Start intercepting a call; None means "not ours, call the client as if we were not here"."""
+    if not intercepting():
         return None
     from ._runtime import current_runtime
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
-from agenttrace._exchange import Answer, Exchange, HttpCall, begin
+from agenttrace._exchange import Answer, Exchange, HttpCall, begin, intercepting
 
 from . import already_patched
 
@@ -355,6 +355,8 @@ def _patch_request(connection: type) -> None:
     ) -> None:
         headers = {} if headers is None else headers
         self.__dict__.pop(_EXCHANGE, None)
+        if not intercepting():  # nothing records (or urllib3 captures this call): untouched
+            return original(self, method, url, body, headers, **kwargs)
         try:
             data, body = capture_body(body)
             call = _call(self, method, url, headers, data)

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
-from agenttrace._exchange import Exchange, HttpCall, begin
+from agenttrace._exchange import Exchange, HttpCall, begin, intercepting
 
 from . import already_patched
 from .http_client import (
@@ -230,7 +230,9 @@ def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
     signature = inspect.signature(original)
 
     def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _IN_URLOPEN.get():  # a retry or redirect inside our call: part of it
+        # A retry or redirect inside our call is part of it; with nothing recording, the call
+        # goes untouched (a streamed upload stays streamed).
+        if _IN_URLOPEN.get() or not intercepting():
             return original(self, *args, **kwargs)
         try:
             bound = signature.bind(self, *args, **kwargs)
