@@ -66,7 +66,18 @@ def per_call_us(call: Callable[[int], Any], indices: Sequence[int], batches: int
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process so far.
+
+    VmHWM, not getrusage: Linux carries ru_maxrss across fork+exec, so a worker would report
+    its parent's peak (the orchestrator's, after it wrote a big events file).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -126,11 +126,10 @@ def prepare(ctx: Context, groups: list[Group]) -> None:
             raise WorkerError(f"the {recorder} reference recording saw {result.get('calls')} calls")
         ctx.fixtures[recorder] = result["trace"]
     if "scaling" in needed:
-        from synth import events_file
-
-        for size in ctx.scaling_sizes:
-            out = ctx.tmp / f"events-{size}.json"
-            ctx.fixtures[f"events-{size}"] = str(events_file(ctx.fixtures["agenttrace"], size, out))
+        job = {"trace": ctx.fixtures["agenttrace"], "sizes": ctx.scaling_sizes, "dir": str(ctx.tmp)}
+        made = run_worker("synth.py", job, cwd=str(ctx.tmp), timeout=300)
+        for size, path in made["paths"].items():
+            ctx.fixtures[f"events-{size}"] = path
 
 
 # -- rounds -------------------------------------------------------------------------------------

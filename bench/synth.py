@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness import payload
+from harness import emit, params, payload
 
 from agenttrace import _trace
 
@@ -45,3 +45,18 @@ def events_file(trace_path: str, count: int, out: Path) -> Path:
     }
     out.write_text(_trace.dumps(document), encoding="utf-8")
     return out
+
+
+def main() -> None:
+    """Worker entry: write every size, in a process of its own (100,000 events take ~1 GB
+    to build, which the orchestrator would otherwise hold, and pass on, for the whole run)."""
+    p = params()
+    paths = {
+        str(n): str(events_file(p["trace"], n, Path(p["dir"]) / f"events-{n}.json"))
+        for n in p["sizes"]
+    }
+    emit({"paths": paths})
+
+
+if __name__ == "__main__":
+    main()
