@@ -2,17 +2,22 @@
 
 ``opentelemetry-instrument python agent.py`` runs, before the agent's first line: the selected
 distro's ``configure`` → the selected configurator → ``opentelemetry_pre_instrument`` hooks →
-every ``opentelemetry_instrumentor``. AgentTrace starts from the environment (``AGENTTRACE_*``,
-``[tool.agenttrace]``) exactly as ``agenttrace.init()`` without arguments would: same recording,
-same replay, same governance.
+every ``opentelemetry_instrumentor`` → ``opentelemetry_post_instrument`` hooks. AgentTrace starts
+in the last step, from the environment (``AGENTTRACE_*``, ``[tool.agenttrace]``) exactly as
+``agenttrace.init()`` without arguments would: same recording, same replay, same governance.
+
+Why last: an agent calls ``init()`` after its imports, when stock instrumentors (requests,
+httpx) have already wrapped their libraries, so our patches sit outermost and a call made
+outside any span still belongs to the run. Starting after the instrumentors reproduces that;
+our own instrumentor entry points are deferred to then for the same reason.
 
 - ``AgentTraceDistro`` (``OTEL_PYTHON_DISTRO=agenttrace``) makes ``AgentTraceConfigurator`` the
   configurator unless ``OTEL_PYTHON_CONFIGURATOR`` names another.
-- ``AgentTraceConfigurator`` (``OTEL_PYTHON_CONFIGURATOR=agenttrace``) does the OpenTelemetry
+- ``AgentTraceConfigurator`` (``OTEL_PYTHON_CONFIGURATOR=agenttrace``) is the OpenTelemetry
   SDK's standard set-up from ``OTEL_*`` variables (provider, resource, sampler, the exporters
-  ``OTEL_TRACES_EXPORTER`` names, metrics, logs), then starts AgentTrace on that provider.
-- ``auto_start`` is also a pre-instrument hook: when another distro's configurator ran instead,
-  AgentTrace still starts and joins the provider it set up, so a replay never silently runs live.
+  ``OTEL_TRACES_EXPORTER`` names, metrics, logs); AgentTrace then joins that provider.
+- The instrument hooks run whichever distro and configurator were selected: with another
+  vendor's, AgentTrace joins the provider it set up, and a replay never silently runs live.
 
 An ``agenttrace.init()`` in the agent's code then keeps this first configuration (a warning names
 the arguments it ignored): the process was already recording, or replaying under governance,
@@ -25,8 +30,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import (
     OTEL_PYTHON_CONFIGURATOR,
@@ -35,11 +42,27 @@ from opentelemetry.instrumentation.environment_variables import (
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.environment_variables import OTEL_CONFIG_FILE
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector
+from opentelemetry.util._importlib_metadata import EntryPoint
 
 logger = logging.getLogger("agenttrace")
 
 NAME = "agenttrace"  # of every entry point, and what OTEL_PYTHON_* variables select us by
 STARTED_BY = "opentelemetry-instrument"
+
+# While opentelemetry-instrument loads instrumentors: our patches, to apply after theirs.
+_deferred: list[Callable[[], None]] | None = None
+# Until AgentTrace has started in a process asked to replay: refuse the outside world.
+_guard_armed = False
+_GUARDED = frozenset(
+    {
+        "socket.connect",
+        "socket.getaddrinfo",
+        "subprocess.Popen",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+    }
+)
 
 
 class AgentTraceDistro(BaseDistro):
@@ -49,29 +72,69 @@ class AgentTraceDistro(BaseDistro):
         # Choosing our distro means choosing our configurator, unless the user named another.
         os.environ.setdefault(OTEL_PYTHON_CONFIGURATOR, NAME)
 
+    def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
+        try:
+            super().load_instrumentor(entry_point, **kwargs)
+        except (ImportError, DependencyConflictError):
+            raise  # opentelemetry-instrument skips that one instrumentor and goes on
+        except Exception:
+            # Otherwise one broken instrumentor aborts the rest, AgentTrace's start included.
+            logger.exception("agenttrace: instrumentor %s failed; skipped", entry_point.name)
+
 
 class AgentTraceConfigurator(_OTelSDKConfigurator):
     """The ``opentelemetry_configurator`` entry point ``agenttrace``: the SDK's standard set-up
-    (subclassing it is the SDK's documented way for distros), then AgentTrace."""
+    (subclassing it is the SDK's documented way for distros), with our service.name default."""
 
     def _configure(self, **kwargs: Any) -> None:
         try:
             super()._configure(**_with_service_name(kwargs))
         except Exception:
-            # A bad OTEL_* variable must not keep AgentTrace (and a governed replay) from
-            # starting: it then creates its own provider.
+            # A bad OTEL_* variable must not stop the rest: AgentTrace then creates its own
+            # provider when it starts.
             logger.exception("agenttrace: the OpenTelemetry SDK set-up failed")
-        auto_start()
+
+
+def before_instrumentors() -> None:
+    """``opentelemetry_pre_instrument`` hook."""
+    global _deferred, _guard_armed
+    _deferred = []
+    if _wants_replay() and not _disabled() and not _guard_armed:
+        # Should loading the instrumentors fail, AgentTrace would never start and the agent
+        # would run live: until it starts, the network and subprocesses are refused.
+        _guard_armed = True
+        sys.addaudithook(_replay_guard)
+
+
+def after_instrumentors() -> None:
+    """``opentelemetry_post_instrument`` hook: our deferred patches, then AgentTrace."""
+    global _deferred
+    pending, _deferred = _deferred or [], None
+    for patch in pending:
+        patch()
+    auto_start()
+
+
+def defer_while_instrumenting(patch: Callable[[], None]) -> bool:
+    """Keep ``patch`` for after the instrumentors when they are being loaded (True), else
+    leave it to the caller (False)."""
+    if _deferred is None:
+        return False
+    _deferred.append(patch)
+    return True
 
 
 def auto_start() -> None:
     """Start AgentTrace from the environment unless it runs already. Never raises: a
     configuration error is logged and the agent runs unrecorded, except when a replay was asked
     for, which exits with status 2 before the agent starts instead of running it live."""
+    global _guard_armed
     if _disabled():
         return
     from . import _api, _runtime
 
+    # From here on AgentTrace's own governance guards a replay, or the process exits.
+    _guard_armed = False
     if _runtime.current_runtime() is not None:
         return
     try:
@@ -91,6 +154,16 @@ def _disabled() -> bool:
 
 def _wants_replay() -> bool:
     return os.environ.get("AGENTTRACE_MODE", "").strip().lower() not in ("", "record")
+
+
+def _replay_guard(event: str, args: tuple[Any, ...]) -> None:
+    if _guard_armed and event in _GUARDED:
+        from .errors import SandboxEscape
+
+        raise SandboxEscape(
+            f"{event} while AGENTTRACE_MODE=replay, before AgentTrace started: "
+            "opentelemetry-instrument did not finish loading (see the errors above)"
+        )
 
 
 def _not_started(exc: Exception) -> None:
@@ -120,7 +193,7 @@ def _with_service_name(kwargs: dict[str, Any]) -> dict[str, Any]:
         from . import _config
 
         name = _config.resolve({}).service_name
-    except Exception:  # reported by auto_start, which resolves the same settings
+    except Exception:  # reported when AgentTrace starts, which resolves the same settings
         return kwargs
     attributes = {SERVICE_NAME: name, **(kwargs.get("resource_attributes") or {})}
     return {**kwargs, "resource_attributes": attributes}

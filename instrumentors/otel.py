@@ -4,7 +4,9 @@
 it is first imported, through the same hooks ``agenttrace.init()`` installs, once per module
 object, so both paths together (and stock OpenTelemetry instrumentors wrapping the same
 methods) still capture a call once. Patching alone records nothing: calls are captured only
-while an AgentTrace runtime runs (``agenttrace.distro`` starts it).
+while an AgentTrace runtime runs (``agenttrace.distro`` starts it). Under
+``opentelemetry-instrument`` the patching waits until every instrumentor is loaded, so that ours
+wrap the stock ones as after ``agenttrace.init()``.
 
 One library per instrumentor: a missing library disables only its own instrumentor, never the
 others (auto-instrumentation checks the distribution's ``instruments`` extras, which agenttrace
@@ -29,6 +31,13 @@ class _LibraryInstrumentor(BaseInstrumentor):
         return (self.requirement,) if self.requirement else ()
 
     def _instrument(self, **kwargs: Any) -> None:
+        from agenttrace.distro import defer_while_instrumenting
+
+        # Inside opentelemetry-instrument, after the stock instrumentors (see agenttrace.distro).
+        if not defer_while_instrumenting(self._patch):
+            self._patch()
+
+    def _patch(self) -> None:
         from . import TARGETS, _hook
 
         hook = _hook(TARGETS[self.library])
