@@ -237,6 +237,7 @@ FOREIGN = '''
 import os
 from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk._configuration import _BaseConfigurator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -254,6 +255,20 @@ class LinesExporter(SpanExporter):
             for span in spans:
                 fh.write(span.name + "\\n")
         return SpanExportResult.SUCCESS
+
+
+class Broken(BaseInstrumentor):
+    """An instrumentor that crashes when FOREIGN_BROKEN is set."""
+
+    def instrumentation_dependencies(self):
+        return ()
+
+    def _instrument(self, **kwargs):
+        if os.environ.get("FOREIGN_BROKEN"):
+            raise RuntimeError("broken instrumentor")
+
+    def _uninstrument(self, **kwargs):
+        pass
 
 
 class Configurator(_BaseConfigurator):
@@ -275,7 +290,8 @@ def foreign_distro(tmp_path):
     )
     (info / "entry_points.txt").write_text(
         "[opentelemetry_distro]\nforeign = foreign_distro:Distro\n\n"
-        "[opentelemetry_configurator]\nforeign = foreign_distro:Configurator\n",
+        "[opentelemetry_configurator]\nforeign = foreign_distro:Configurator\n\n"
+        "[opentelemetry_instrumentor]\nbroken = foreign_distro:Broken\n",
         encoding="utf-8",
     )
     work = tmp_path / "work"
@@ -316,6 +332,28 @@ def test_otel_python_distro_agenttrace_picks_our_configurator(foreign_distro, ll
     assert result.returncode == 0, result.stderr
     assert len(http_events(work)) == 1
     assert not Path(env["FOREIGN_SPANS"]).exists()  # the foreign configurator never ran
+
+
+def test_a_replay_whose_auto_instrumentation_broke_refuses_the_network(foreign_distro, llm_server):
+    work, env = foreign_distro
+    env["URL"] = llm_server.url
+    assert instrumented(SMALL_AGENT, work, env).returncode == 0
+    served = llm_server.request_count
+    # another distro, and an instrumentor that crashes: opentelemetry-instrument stops loading
+    # before AgentTrace starts, and the agent would run live
+    env.update(replay_env(work, llm_server.url))
+    env.update({"OTEL_PYTHON_DISTRO": "foreign", "FOREIGN_BROKEN": "1"})
+    result = instrumented(SMALL_AGENT, work, env)
+    assert result.returncode != 0
+    assert "SandboxEscape" in result.stderr and "before AgentTrace started" in result.stderr
+    assert llm_server.request_count == served
+    # with our distro the broken instrumentor is skipped and the replay runs
+    env["OTEL_PYTHON_DISTRO"] = "agenttrace"
+    result = instrumented(SMALL_AGENT, work, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Oslo\n"
+    assert "instrumentor broken failed; skipped" in result.stderr
+    assert llm_server.request_count == served
 
 
 # -- registration ------------------------------------------------------------------------------
