@@ -234,7 +234,8 @@ class Runtime:
                 self._implicit if self._implicit is not None and not self._implicit.ended else None
             )
 
-    def _owns_trace(self, trace_id: int) -> bool:
+    def owns_trace(self, trace_id: int) -> bool:
+        """Whether ``trace_id`` is the trace of an open run (where what we record must go)."""
         with _lock:
             return any(r.span.get_span_context().trace_id == trace_id for r in self._runs)
 
@@ -259,7 +260,7 @@ class Runtime:
         ours, in a trace of its own when no run is current).
         """
         current = trace.get_current_span().get_span_context()
-        if current.is_valid and self._owns_trace(current.trace_id):
+        if current.is_valid and self.owns_trace(current.trace_id):
             return None
         run = self.current_run()
         if run is None:
