@@ -23,7 +23,7 @@ import logging
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -65,6 +65,18 @@ class Rules:
     fields: frozenset[str] = frozenset()
     patterns: tuple[re.Pattern[str], ...] = ()
     callables: tuple[EventFilter, ...] = ()
+    # key -> matches; the same few keys recur in every event of a step
+    _keys: dict[str, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def match_key(self, key: str) -> bool:
+        """A field name (any case) or a regex matching the whole key."""
+        hit = self._keys.get(key)
+        if hit is None:
+            hit = _field(key) in self.fields or any(p.fullmatch(key) for p in self.patterns)
+            if len(self._keys) > 10000:
+                self._keys.clear()
+            self._keys[key] = hit
+        return hit
 
     @classmethod
     def parse(cls, spec: Any) -> Rules:
@@ -84,7 +96,7 @@ class Rules:
             elif callable(item):
                 callables.append(item)
             elif isinstance(item, str) and _FIELD_NAME.match(item):
-                fields.add(item.lower())
+                fields.add(_field(item))
             elif isinstance(item, str):
                 try:
                     found.append(re.compile(item, re.IGNORECASE))
@@ -111,6 +123,11 @@ class Rules:
 
 
 EMPTY = Rules()
+
+
+def _field(name: str) -> str:
+    """Field names match in any case and with ``-`` for ``_`` (``user_id`` ~ ``User-Id``)."""
+    return name.lower().replace("-", "_")
 
 
 # -- editing strings --------------------------------------------------------------------------
@@ -189,28 +206,23 @@ class _Walk:
         self.keep = redactor.keep
         self.masks = redactor.masks + rules.patterns
         self.mask_fn = redactor.mask_fn
-        self.stems = tuple(sorted(rules.fields))
+        self.stems = tuple(sorted({v for f in rules.fields for v in (f, f.replace("_", "-"))}))
+        self.verdict = redactor.verdict
         self.paths: list[str] = []
 
     # keys
 
     def rule_key(self, key: str) -> bool:
-        if key.lower() in self.rules.fields:
-            return True
-        return any(p.fullmatch(key) for p in self.rules.patterns)
+        return self.rules.match_key(key)
 
     def key_mode(self, key: Any, mode: int) -> int:
-        key = key if isinstance(key, str) else str(key)
+        key = key if type(key) is str else str(key)
         if self.rules is not EMPTY and self.rule_key(key):
             return _SCRUB
         if mode == _KEPT:
             return _KEPT
-        lower = key.lower()
-        if lower in self.keep:
-            return _KEPT
-        if mode == _CONTENT or lower in patterns.CONTENT_KEYS:
-            return _CONTENT
-        return _SCRUB if is_secret_key(key) else _DEFAULT
+        verdict = self.verdict(key)
+        return _CONTENT if mode == _CONTENT and verdict != _KEPT else verdict
 
     def text_key(self, key: str) -> bool:
         """A key found in text (``"key": v`` / ``key=v``) whose value must go."""
@@ -258,6 +270,10 @@ class _Walk:
         defaults: bool = True,
         formats: Sequence[Format] = FORMATS,
     ) -> str:
+        if not (self.masks or self.mask_fn) and (
+            not (pairs or (defaults and formats)) or not patterns.suspicious(value)
+        ):
+            return value  # the common case: nothing can apply
         edits = self.edits(value, pairs=pairs, defaults=defaults, formats=formats)
         new = self.call_mask(_apply(value, edits) if edits else value)
         if new != value:
@@ -269,6 +285,9 @@ class _Walk:
     def json(self, value: Any, path: str, *, pairs: bool = False) -> Any:
         """Redact a JSON-like value; returns the very same object when nothing changes."""
         blob = _blob(value)
+        unmasked = not self.masks and self.mask_fn is None
+        if blob is not None and unmasked and not patterns.suspicious(blob):
+            return value
         formats = FORMATS if blob is None else patterns.present_formats(blob)
         if (
             blob is not None
@@ -352,9 +371,7 @@ class _Walk:
     def query(self, query: str, path: str) -> str:
         """A query string or form body, key by key."""
         pairs = parse_qsl(query, keep_blank_values=True)
-        formats = patterns.present_formats(query) + patterns.present_formats(
-            " ".join(v for _, v in pairs)
-        )
+        formats = patterns.present_formats(" ".join(v for _, v in pairs))
         out, changed = [], False
         for key, value in pairs:
             mode = self.key_mode(key, _DEFAULT)
@@ -371,7 +388,10 @@ class _Walk:
         return urlencode(out, safe="[]") if changed else query
 
     def headers(self, headers: list, where: str) -> list:
-        formats = patterns.present_formats("\n".join(str(v) for _, v in headers))
+        # Formats are looked for in the headers that are not scrubbed whole anyway.
+        formats = patterns.present_formats(
+            "\n".join(str(v) for k, v in headers if self.key_mode(k, _DEFAULT) != _SCRUB)
+        )
         out, changed = [], False
         for name, value in headers:
             lname = name.lower()
@@ -406,17 +426,22 @@ class _Walk:
     def chunks(self, chunks: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
         """Scrub a streamed body as one text, then map the result back onto its chunks: a
         secret split across two chunks is caught, and the chunks keep their count and timing."""
-        raw = [_chunk_bytes(c) for c in chunks]
-        joined = b"".join(raw)
-        text = joined.decode("utf-8", "surrogateescape")
+        texts = [c.get("text") for c in chunks]
+        if all(isinstance(t, str) for t in texts):
+            text, raw = "".join(texts), texts  # the usual case: offsets are character offsets
+        else:  # a binary chunk (a character split between chunks): work on the bytes
+            raw = [_chunk_bytes(c) for c in chunks]
+            text = b"".join(raw).decode("utf-8", "surrogateescape")
         edits = self.edits(text, pairs=True, defaults=True, formats=FORMATS)
         if self.mask_fn is not None:
-            done = _apply(text, edits)
-            masked = self.call_mask(done)
+            masked = self.call_mask(_apply(text, edits))
             edits = _diff_edits(text, masked) if masked != text else []
         if not edits:
             return chunks
-        parts = _splice(joined, [len(r) for r in raw], _byte_edits(text, edits))
+        if raw is texts:
+            parts = _splice(text, [len(t) for t in texts], edits)
+        else:
+            parts = _splice(b"".join(raw), [len(r) for r in raw], _byte_edits(text, edits))
         out = []
         for i, (chunk, old, new) in enumerate(zip(chunks, raw, parts, strict=True)):
             if new == old:
@@ -424,7 +449,9 @@ class _Walk:
                 continue
             self.paths.append(f"{path}[{i}]")
             kept = {k: v for k, v in chunk.items() if k not in ("text", "base64")}
-            out.append({**kept, **_encode_chunk(new)})
+            out.append(
+                {**kept, **(_encode_chunk(new) if isinstance(new, bytes) else {"text": new})}
+            )
         return out
 
     def message(self, message: dict[str, Any], where: str) -> dict[str, Any]:
@@ -493,28 +520,33 @@ def _byte_edits(text: str, edits: list[Edit]) -> list[tuple[int, int, bytes]]:
     return [(at(a), at(b), new.encode("utf-8", "surrogateescape")) for a, b, new in edits]
 
 
-def _splice(joined: bytes, sizes: list[int], edits: list[tuple[int, int, bytes]]) -> list[bytes]:
-    """Apply byte edits to the concatenation and cut it back into the original chunks: kept bytes
-    stay in their chunk, a replacement goes to the chunk where the replaced text began."""
+def _splice(joined: Any, sizes: list[int], edits: Sequence[tuple[int, int, Any]]) -> list[Any]:
+    """Apply edits to the concatenation (str or bytes) and cut it back into the original chunks:
+    kept text stays in its chunk, a replacement goes to the chunk where the replaced text began."""
     bounds = [0]
     for size in sizes:
         bounds.append(bounds[-1] + size)
-    parts = [bytearray() for _ in sizes]
+    parts: list[list[Any]] = [[] for _ in sizes]
+    last = len(sizes) - 1
+
+    def owner(offset: int) -> int:
+        return min(last, max(0, bisect_right(bounds, offset) - 1))
 
     def keep(start: int, end: int) -> None:
-        i = max(0, bisect_right(bounds, start) - 1)
-        while start < end and i < len(sizes):
+        i = owner(start)
+        while start < end and i <= last:
             stop = min(end, bounds[i + 1])
-            parts[i] += joined[start:stop]
+            parts[i].append(joined[start:stop])
             start, i = stop, i + 1
 
     pos = 0
     for start, end, new in edits:
         keep(pos, start)
-        parts[min(len(sizes) - 1, max(0, bisect_right(bounds, start) - 1))] += new
+        parts[owner(start)].append(new)
         pos = end
     keep(pos, len(joined))
-    return [bytes(p) for p in parts]
+    empty = joined[:0]
+    return [empty.join(p) for p in parts]
 
 
 _logged: set[str] = set()
@@ -542,6 +574,23 @@ class Redactor:
         else:
             self.masks = tuple(m if isinstance(m, re.Pattern) else re.compile(m) for m in masks)
         self.keep = frozenset(k.lower() for k in keep)
+        self._verdicts: dict[str, int] = {}
+
+    def verdict(self, key: str) -> int:
+        """What default scrubbing does with a key (cached: the same few keys recur endlessly)."""
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            lower = key.lower()
+            if lower in self.keep:
+                verdict = _KEPT
+            elif lower in patterns.CONTENT_KEYS:
+                verdict = _CONTENT
+            else:
+                verdict = _SCRUB if is_secret_key(key) else _DEFAULT
+            if len(self._verdicts) > 20000:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
 
     @classmethod
     def from_settings(cls, settings: Any) -> Redactor:
@@ -571,15 +620,15 @@ class Redactor:
         walk = _Walk(self, rules)
         try:
             out = walk.message(request, "request")
-            for fn in rules.callables:
-                result = fn(copy.deepcopy({"kind": "http", "request": out, "redacted": []}))
-                if result is None:
-                    return _stub_request(out), ["*"]
-                out = result.get("request", out)
-            return out, walk.paths
         except Exception:
             _log_once("request", "agenttrace: could not redact a request")
             return _stub_request(request, url=MARKER), ["*"]
+        for fn in rules.callables:  # as in ``event``, so a filtered call still matches
+            result = _call_filter(fn, {"kind": "http", "request": out, "redacted": walk.paths})
+            if result is None:
+                return _stub_request(out), ["*"]
+            out = result.get("request", out)
+        return out, walk.paths
 
     def event(self, event: dict[str, Any], rules: Rules) -> dict[str, Any] | None:
         """A redacted copy of a complete event, with ``redacted`` paths filled in."""
@@ -590,11 +639,7 @@ class Redactor:
             _log_once("event", "agenttrace: could not redact an event; only its outline is kept")
             return stub(event, url=MARKER)
         for fn in rules.callables:
-            try:
-                result = fn(copy.deepcopy(out))
-            except Exception:
-                _log_once("filter", "agenttrace: a step filter callable failed; event dropped")
-                result = None
+            result = _call_filter(fn, out)
             if result is None:
                 return stub(out)
             out = result
@@ -621,6 +666,16 @@ class Redactor:
 
     def keeps(self, key: str) -> bool:
         return key.lower() in self.keep
+
+
+def _call_filter(fn: EventFilter, event: dict[str, Any]) -> dict[str, Any] | None:
+    """A step filter callable on a copy (it may mutate it); failing means dropping (fail closed)."""
+    try:
+        result = fn(copy.deepcopy(event))
+    except Exception:
+        _log_once("filter", "agenttrace: a step filter callable failed; its event is dropped")
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def _stub_request(request: dict[str, Any], url: str | None = None) -> dict[str, Any]:
