@@ -71,14 +71,13 @@ def collector_processor(provider: TracerProvider | None = None) -> SpanProcessor
 
 
 def span_scrubber() -> SpanScrubber | None:
-    """What scrubs span attributes before they leave for a collector we do not control.
+    """What scrubs spans before they leave for a collector we do not control: the same scrubber
+    as the local store and the backend. Event payloads inside our spans are already redacted at
+    record time; this is for everything else (the app's own spans, stock instrumentors' raw
+    URLs and headers)."""
+    from agenttrace._redaction import scrub_span
 
-    The place to apply ``agenttrace._redaction``'s span scrubber once it exists: return it here
-    and every collector-bound span goes through ``ScrubbingExporter``. Event payloads inside our
-    spans are already redacted at record time; this is for the other attributes (the app's own
-    spans, stock instrumentors' URLs and headers).
-    """
-    return None
+    return scrub_span
 
 
 class ScrubbingExporter(SpanExporter):

@@ -237,7 +237,11 @@ def otlp_env(monkeypatch):
 
 
 def _exporter(processor):
+    from agenttrace.exporters.collector import ScrubbingExporter
+
     exporter = processor.span_exporter
+    assert isinstance(exporter, ScrubbingExporter)  # nothing leaves unscrubbed
+    exporter = exporter.inner
     return f"{type(exporter).__module__}.{type(exporter).__name__}"
 
 
@@ -315,3 +319,28 @@ def test_scrubber_rebuilds_spans_before_export():
         SpanExportResult.FAILURE
     )
     assert len(inner.get_finished_spans()) == 1
+
+
+def test_spans_are_scrubbed_before_they_reach_the_collector(tmp_path, llm_server, receiver):
+    script = """
+    import os, httpx2, agenttrace
+    from opentelemetry import trace
+    agenttrace.init()
+    secrets = {"http.request.header.authorization": "Bearer s3cr3t-t0ken-value-0001",
+               "user.password": "hunter2-hunter2"}
+    with trace.get_tracer("my-app").start_as_current_span("app.login", attributes=secrets):
+        url = os.environ["URL"] + "/weather?city=Oslo&api_key=sk-live-0123456789abcdefghij"
+        print(httpx2.get(url).json()["city"])
+    """
+    result = run_python(
+        script,
+        env={"URL": llm_server.url, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Oslo\n"
+    spans = receiver.spans
+    assert {"app.login", "GET"} <= {s["name"] for s in spans}
+    exported = json.dumps(spans)
+    for secret in ("s3cr3t-t0ken-value-0001", "hunter2-hunter2", "0123456789abcdefghij"):
+        assert secret not in exported, secret
