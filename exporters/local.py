@@ -83,7 +83,7 @@ class LocalStore:
         self.directory = directory
         self.processor = _Collector(self)
         self._lock = threading.Lock()
-        self._spans: dict[int, list[dict[str, Any]]] = {}
+        self._spans: dict[int, list[dict[str, Any] | ReadableSpan]] = {}
         self._runs: dict[int, Any] = {}  # trace_id -> RunHandle
         self._written: dict[int, str] = {}
         self.last_path: str | None = None
@@ -102,7 +102,8 @@ class LocalStore:
             spans = self._spans.get(trace_id)
             if spans is None:
                 return  # not one of our runs (the app's own traces)
-            spans.append(span_to_record(span))
+            # Kept as is: converting (and scrubbing) waits for the write, off the agent's call path.
+            spans.append(span)
             run = self._runs.get(trace_id)
             finished = (
                 run is not None
@@ -119,7 +120,11 @@ class LocalStore:
 
     def _write(self, trace_id: int) -> None:
         with self._lock:
-            spans = list(self._spans[trace_id])
+            spans = self._spans[trace_id]
+            for i, span in enumerate(spans):
+                if not isinstance(span, dict):  # once: a late span's rewrite converts only it
+                    spans[i] = span_to_record(span)
+            spans = list(spans)
             run = self._runs[trace_id]
         if run.implicit and len(spans) <= 1 and not run.events:
             return  # nothing happened in the implicit run (an explicit run held the work)
