@@ -571,3 +571,46 @@ def test_http_client_keep_alive_connection(tmp_path: Path, server: TestServer) -
     server.stop()
     replayed, _ = replay(tmp_path, two_calls)
     assert replayed == recorded
+
+
+def test_https_replays_from_events_alone_with_no_network(tmp_path: Path) -> None:
+    """No TLS, no DNS, no socket: the pool, connection and handler never reach the network."""
+
+    def recorded(seq: int) -> dict[str, Any]:
+        response = {
+            "status": 200,
+            "reason": "OK",
+            "headers": [
+                ["Content-Type", "application/json"],
+                ["Content-Encoding", "gzip"],
+                ["Transfer-Encoding", "chunked"],
+            ],
+            "chunks": [{"at_ms": 1.0, "text": '{"items": '}, {"at_ms": 2.0, "text": "[1, 2]}"}],
+        }
+        request = {"method": "GET", "url": "https://api.example.test/v1/items?b=2&a=1"}
+        return {
+            "seq": seq,
+            "kind": "http",
+            "request": {**request, "body": None},
+            "response": response,
+        }
+
+    agenttrace.init(
+        mode="replay",
+        governance_level="governance",
+        replay_events=[recorded(seq) for seq in (1, 2, 3, 4)],
+        local_dir=str(tmp_path),
+    )
+    url = "https://api.example.test/v1/items?a=1&b=2"
+    assert requests.get(url).json() == {"items": [1, 2]}
+    assert urllib3.request("GET", url).json() == {"items": [1, 2]}
+    with urllib.request.urlopen(url) as r:  # urllib does not decode gzip
+        assert json.loads(gzip.decompress(r.read())) == {"items": [1, 2]}
+    conn = http.client.HTTPSConnection("api.example.test")
+    conn.request("GET", "/v1/items?a=1&b=2")
+    assert json.loads(gzip.decompress(conn.getresponse().read())) == {"items": [1, 2]}
+    runtime = _runtime.current_runtime()
+    assert runtime is not None and runtime.governance is not None
+    assert runtime.governance.violations == []
+    agenttrace.shutdown()
+    assert len(http_events(tmp_path / "replays" / "last.json")) == 4
