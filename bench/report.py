@@ -427,14 +427,9 @@ def scrub_section(groups: dict[str, Any]) -> str:
     v = g["variants"]["agenttrace"]
     if v["skipped"]:
         return f"skipped: {v['skipped']}"
-    rounds = [r for r in v["rounds"] if _usable(r)]
-    if not rounds:
+    if not v["median"]:
         return "error: " + "; ".join(v["errors"])
-    values = rounds[0].get("us_per_event", {})
-    rows = [
-        [str(k), _fmt(val, " µs") if isinstance(val, (int, float)) else str(val)]
-        for k, val in values.items()
-    ]
+    rows = [[name, _fmt(us, " µs")] for name, us in v["median"].items()]
     return _table(["scrubbing", "per event"], rows)
 
 
