@@ -13,9 +13,9 @@ Connections of urllib3 (a subclass) are captured by the urllib3 adapter: inside 
 from __future__ import annotations
 
 import http.client
-import importlib
 import io
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -58,6 +58,8 @@ def describe_error(exc: BaseException, _depth: int = 0) -> dict[str, Any]:
         details["args"] = list(exc.args)
     attrs: dict[str, Any] = {}
     for name, value in vars(exc).items():
+        if name.startswith("__"):  # __notes__ and the like: Python's, not the client's
+            continue
         if isinstance(value, BaseException):
             attrs[name] = {"error": _error_dict(value, _depth + 1)}
         elif isinstance(value, _SCALARS):
@@ -111,10 +113,9 @@ def _attr_value(value: Any, fallback: type[BaseException]) -> Any:
 
 
 def _error_class(error: dict[str, Any], fallback: type[BaseException]) -> type[BaseException]:
-    try:
-        cls = getattr(importlib.import_module(error.get("module") or "builtins"), error["type"])
-    except (ImportError, KeyError, AttributeError):
-        return fallback
+    # Only modules already loaded (the client's own): a recording never makes us import code.
+    module = sys.modules.get(error.get("module") or "builtins")
+    cls = getattr(module, str(error.get("type")), None)
     return cls if isinstance(cls, type) and issubclass(cls, BaseException) else fallback
 
 
@@ -173,7 +174,7 @@ def _wire(answer: Answer) -> Iterator[bytes]:
     version = answer.http_version if answer.http_version in ("HTTP/1.0", "HTTP/1.1") else "HTTP/1.1"
     head = [f"{version} {answer.status} {answer.reason}".rstrip() + "\r\n"]
     head += [f"{name}: {value}\r\n" for name, value in answer.headers]
-    yield ("".join(head) + "\r\n").encode("latin-1")
+    yield ("".join(head) + "\r\n").encode("latin-1", "replace")  # http.client reads latin-1
     chunked = any(
         name.lower() == "transfer-encoding" and value.strip().lower() == "chunked"
         for name, value in answer.headers
@@ -368,7 +369,7 @@ def _patch_request(connection: type) -> None:
             return original(self, method, url, body, headers, **kwargs)
         answer = exchange.answer
         if answer is not None:
-            if not answer.has_response and answer.error.get("phase") == "request":
+            if not answer.has_response and (answer.error or {}).get("phase") == "request":
                 exc = rebuild_error(answer.error, OSError)
                 exchange.fail(exc, details=_phase("request"))
                 raise exc

@@ -11,6 +11,7 @@ chunked reads, decoding and length checks behave as with a server.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterator
@@ -219,10 +220,14 @@ def _prepare(pool: Any, arguments: dict[str, Any]) -> HttpCall:
     return HttpCall(
         method=arguments["method"],
         url=_full_url(pool, arguments["url"]),
-        headers=[(str(k), str(v)) for k, v in headers.items()],
+        headers=[(_text(k), _text(v)) for k, v in headers.items()],
         body=data,
         client="urllib3",
     )
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
@@ -236,9 +241,13 @@ def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
             return original(self, *args, **kwargs)
         try:
             bound = signature.bind(self, *args, **kwargs)
-            call = _prepare(self, bound.arguments)
-        except Exception:  # also the caller's own TypeError: let urllib3 raise it
+        except TypeError:  # the caller's own mistake: urllib3 says so
             return original(self, *args, **kwargs)
+        try:
+            call = _prepare(self, bound.arguments)
+        except Exception:
+            logger.exception("agenttrace: could not capture a urllib3 request")
+            return original(*bound.args, **bound.kwargs)
         exchange = begin(call)
         if exchange is None:
             return original(*bound.args, **bound.kwargs)
@@ -301,8 +310,14 @@ def _replay(module: ModuleType, pool: Any, exchange: Exchange, arguments: dict[s
 
 
 def _new_response(response_class: type, **kwargs: Any) -> Any:
-    accepted = inspect.signature(response_class.__init__).parameters
+    accepted = _parameters(response_class)
     return response_class(**{k: v for k, v in kwargs.items() if k in accepted})
+
+
+@functools.cache
+def _parameters(response_class: type) -> frozenset[str]:
+    """What this urllib3 version's HTTPResponse accepts (1.26 has no version_string)."""
+    return frozenset(inspect.signature(response_class.__init__).parameters)
 
 
 def _with_pool(exc: BaseException, pool: Any) -> BaseException:
