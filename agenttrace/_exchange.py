@@ -171,6 +171,9 @@ class Exchange:
             not is_http_instrumentation_enabled()
             and current.get_span_context().is_valid
             and not _claimed(current)
+            # a span outside our runs (the app instrumented requests itself, after init()) would
+            # take the event out of the run's trace
+            and self.runtime.owns_trace(current.get_span_context().trace_id)
         ):
             # An outer HTTP instrumentation (e.g. opentelemetry-instrumentation-requests) owns the
             # CLIENT span; we enrich it rather than nest a second one.

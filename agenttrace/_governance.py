@@ -12,6 +12,8 @@ import sys
 import threading
 from typing import Any
 
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
 from .errors import GovernanceViolation, ReplayDivergence, SandboxEscape
 
 # Audit events that mean "the agent is reaching the real world".
@@ -74,6 +76,10 @@ class Governance:
 
     def _audit(self, event: str, args: tuple[Any, ...]) -> None:
         if getattr(self._local, "exempt", 0) or (self.passthrough and not self.strict):
+            return
+        if not is_instrumentation_enabled():
+            # An OpenTelemetry exporter at work (the SDK suppresses instrumentation in its export
+            # threads): the app's own telemetry, not the agent leaving the sandbox.
             return
         if event in _PROC:
             what = _describe_proc(event, args)
