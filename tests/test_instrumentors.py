@@ -38,9 +38,9 @@ TIMEOUT_S = 0.3
 REFUSED_URL = "http://127.0.0.1:1/refused"  # port 1: nothing listens there
 
 Result = dict[str, Any]
-# What a client does: (url, on_first) -> Result. on_first() is called once the caller holds the
-# first piece of a streamed body; it lets the server send the rest.
-Scenario = Callable[[str, Callable[[], None]], Result]
+# What the agent does: (client, base URL, on_first) -> what it saw. on_first() is called once
+# the caller holds the first piece of a streamed body; it lets the server send the rest.
+Scenario = Callable[[Any, str, Callable[[], None]], Result]
 
 
 # -- what each client presents to the agent ------------------------------------------------------
@@ -242,7 +242,7 @@ def truncated(client: Any, base: str, on_first: Callable[[], None]) -> Result:
     return _guarded(lambda: client.send("GET", base + "/truncated"))
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Scenario] = {
     "json_post": json_post,
     "sse": sse,
     "binary": binary,
