@@ -21,6 +21,7 @@ import difflib
 import json
 import logging
 import re
+import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from . import _scrub_patterns as patterns
+from ._body import encode_body
 from ._scrub_patterns import FORMATS, Format, find_pairs, format_spans, is_secret_key
 
 logger = logging.getLogger("agenttrace")
@@ -282,7 +284,7 @@ class _Walk:
 
     # JSON-like values
 
-    def json(self, value: Any, path: str, *, pairs: bool = False) -> Any:
+    def json(self, value: Any, path: str, *, pairs: bool = True) -> Any:
         """Redact a JSON-like value; returns the very same object when nothing changes."""
         blob = _blob(value)
         unmasked = not self.masks and self.mask_fn is None
@@ -388,10 +390,10 @@ class _Walk:
         return urlencode(out, safe="[]") if changed else query
 
     def headers(self, headers: list, where: str) -> list:
-        # Formats are looked for in the headers that are not scrubbed whole anyway.
-        formats = patterns.present_formats(
-            "\n".join(str(v) for k, v in headers if self.key_mode(k, _DEFAULT) != _SCRUB)
-        )
+        # Formats and pairs are looked for in the headers that are not scrubbed whole anyway.
+        joined = "\n".join(str(v) for k, v in headers if self.key_mode(k, _DEFAULT) != _SCRUB)
+        formats = patterns.present_formats(joined)
+        pairs = bool(find_pairs(joined, self.text_key, self.stems))
         out, changed = [], False
         for name, value in headers:
             lname = name.lower()
@@ -404,7 +406,7 @@ class _Walk:
             elif lname in patterns.URL_HEADERS:
                 new = self.url(value, path)
             else:
-                new = self.text(value, path, pairs=False, defaults=mode != _KEPT, formats=formats)
+                new = self.text(value, path, pairs=pairs, defaults=mode != _KEPT, formats=formats)
             changed = changed or new != value
             out.append([name, new])
         return out if changed else headers
@@ -461,7 +463,10 @@ class _Walk:
         if "url" in message:
             out["url"] = self.url(message["url"], f"{where}.url")
         if message.get("body") is not None:
-            out["body"] = self.body(message["body"], f"{where}.body", message.get("headers", []))
+            body = message["body"]
+            if where == "request" and "base64" in body:
+                body = _decoded_upload(body, message.get("headers", []))
+            out["body"] = self.body(body, f"{where}.body", message.get("headers", []))
         if message.get("chunks"):
             out["chunks"] = self.chunks(message["chunks"], f"{where}.chunks")
         return out
@@ -486,6 +491,25 @@ def _scrub_header(lname: str, value: str) -> str:
 def _cookie_pair(pair: str) -> str:
     name, eq, _ = pair.partition("=")
     return f"{name}={MARKER}" if eq else MARKER
+
+
+def _decoded_upload(body: dict[str, Any], headers: list) -> dict[str, Any]:
+    """A compressed upload (``Content-Encoding: gzip``), stored decoded so that it can be
+    scrubbed: a request is never sent again, so its stored bytes need not be the wire bytes."""
+    encoding = (_header(headers, "content-encoding") or "").strip().lower()
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+    if encoding not in wbits:
+        return body
+    try:
+        data = zlib.decompress(base64.b64decode(body["base64"]), wbits[encoding])
+    except (zlib.error, ValueError):
+        return body
+    decoded = encode_body(data, _header(headers, "content-type")) or {"text": ""}
+    return {**decoded, "decoded": encoding}
+
+
+def _header(headers: list, name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)
 
 
 def _blob(value: Any) -> str | None:

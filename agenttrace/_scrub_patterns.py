@@ -208,6 +208,7 @@ _STEMS = (
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _AFTER_QUOTED_KEY = re.compile(r"\s*:\s*")
 _VALUE = re.compile(r""""((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|([^\s&;,'"<>()\[\]{}]+)""")
+_ESCAPED_VALUE = re.compile(r'\\"((?:[^"\\\n]|\\\\.)*?)\\"|([^\s&;,\'"<>()\[\]{}\\]+)')
 _LITERALS = frozenset({"null", "true", "false", "None", "True", "False"})
 
 
@@ -256,18 +257,21 @@ def _pair_at(text: str, start: int, end: int, seen: set[int]) -> Pair | None:
     if ks in seen:
         return None
     seen.add(ks)
+    key = text[ks:ke]
     quote = text[ks - 1] if ks else ""
-    if quote in ("'", '"') and text[ke : ke + 1] == quote and text[ks - 2 : ks - 1] != "\\":
+    if quote == '"' and text[ks - 2 : ks - 1] == "\\" and text[ke : ke + 2] == '\\"':
+        # JSON inside a JSON string (an echoed body, an error quoting the request)
+        sep = _AFTER_QUOTED_KEY.match(text, ke + 2)
+        return _escaped_value(text, key, sep.end()) if sep else None
+    if quote in ("'", '"') and text[ke : ke + 1] == quote:
         sep = _AFTER_QUOTED_KEY.match(text, ke + 1)
-        return _value(text, text[ks:ke], sep.end() if sep else -1, json_context=True)
+        return _value(text, key, sep.end(), json_context=True) if sep else None
     if text[ke : ke + 1] == "=" and text[ke + 1 : ke + 2] != "=":
-        return _value(text, text[ks:ke], ke + 1, json_context=False)
+        return _value(text, key, ke + 1, json_context=False)
     return None
 
 
 def _value(text: str, key: str, at: int, json_context: bool) -> Pair | None:
-    if at < 0:
-        return None
     match = _VALUE.match(text, at)
     if match is None:
         return None
@@ -278,6 +282,17 @@ def _value(text: str, key: str, at: int, json_context: bool) -> Pair | None:
             start, end = match.span(group)
             return Pair(key, start, end, json_bare=group == 3 and json_context)
     return None  # pragma: no cover
+
+
+def _escaped_value(text: str, key: str, at: int) -> Pair | None:
+    match = _ESCAPED_VALUE.match(text, at)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return Pair(key, *match.span(1), json_bare=False)
+    if match.group(2) in _LITERALS:
+        return None
+    return Pair(key, *match.span(2), json_bare=False)
 
 
 def describe() -> str:

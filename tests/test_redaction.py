@@ -346,13 +346,30 @@ def test_form_and_text_bodies():
     )
 
 
-def test_escaped_json_inside_a_string_is_content():
-    # Model-generated tool arguments arrive as an escaped JSON string inside the SSE JSON.
+def test_key_value_pairs_inside_strings_are_fields_even_escaped():
+    # An API echoing the request, an error quoting it, a model's tool arguments: a field named
+    # like a secret is scrubbed at any depth of quoting, unlike a secret word in prose.
+    echoed = {"body": '{"api_key": "k-1", "city": "Paris"}', "note": "the password is long"}
     text = 'data: {"delta": {"arguments": "{\\"password\\": \\"x1\\"}"}}\n\n'
     out = Redactor().event(
+        http_event(
+            {"url": "https://x.test/"},
+            {
+                "body": {"json": echoed},
+                "headers": [["Link", "<https://x.test/p?token=t9>; rel=next"]],
+            },
+        ),
+        EMPTY,
+    )
+    assert out["response"]["body"]["json"] == {
+        "body": f'{{"api_key": "{MARKER}", "city": "Paris"}}',
+        "note": "the password is long",
+    }
+    assert out["response"]["headers"] == [["Link", f"<https://x.test/p?token={MARKER}>; rel=next"]]
+    stream = Redactor().event(
         http_event({"url": "https://x.test/"}, {"chunks": [{"at_ms": 1.0, "text": text}]}), EMPTY
     )
-    assert out["response"]["chunks"][0]["text"] == text
+    assert stream["response"]["chunks"][0]["text"] == text.replace("x1", MARKER)
 
 
 def test_error_message_args_and_attributes():
@@ -686,3 +703,23 @@ def test_scrubbed_span_still_encodes_as_otlp(finished_span):
     )
     payload = encode_spans([span]).SerializeToString()
     assert b"abc" not in payload and MARKER.encode() in payload
+
+
+def test_compressed_upload_is_stored_decoded_and_scrubbed():
+    import base64
+    import gzip
+
+    def upload(password: str) -> dict:
+        raw = gzip.compress(json.dumps({"password": password, "city": "Oslo"}).encode())
+        return {
+            "method": "POST",
+            "url": "https://x.test/echo",
+            "headers": [["Content-Encoding", "gzip"], ["Content-Type", "application/json"]],
+            "body": {"base64": base64.b64encode(raw).decode()},
+        }
+
+    recorded = Redactor().event(http_event(upload("pw-1")), EMPTY)
+    assert recorded["request"]["body"]["json"] == {"password": MARKER, "city": "Oslo"}
+    assert recorded["request"]["body"]["decoded"] == "gzip"
+    live, _ = Redactor().request(upload("pw-2"), EMPTY)
+    assert request_key(live) == request_key(recorded["request"])
