@@ -390,26 +390,36 @@ class _Walk:
         return urlencode(out, safe="[]") if changed else query
 
     def headers(self, headers: list, where: str) -> list:
+        modes = [self.key_mode(name, _DEFAULT) for name, _ in headers]
         # Formats and pairs are looked for in the headers that are not scrubbed whole anyway.
-        joined = "\n".join(str(v) for k, v in headers if self.key_mode(k, _DEFAULT) != _SCRUB)
+        joined = "\n".join(
+            str(v) for (_, v), mode in zip(headers, modes, strict=True) if mode != _SCRUB
+        )
         formats = patterns.present_formats(joined)
         pairs = bool(find_pairs(joined, self.text_key, self.stems))
+        special = _SCRUB in modes or any(n.lower() in patterns.URL_HEADERS for n, _ in headers)
+        if not (special or formats or pairs or self.masks or self.mask_fn):
+            return headers  # the common case: nothing to look at header by header
         out, changed = [], False
-        for name, value in headers:
-            lname = name.lower()
-            path = f"{where}.headers.{lname}"
-            mode = self.key_mode(name, _DEFAULT)
-            if mode == _SCRUB:
-                new = _scrub_header(lname, value)
-                if new != value:
-                    self.paths.append(path)
-            elif lname in patterns.URL_HEADERS:
-                new = self.url(value, path)
-            else:
-                new = self.text(value, path, pairs=pairs, defaults=mode != _KEPT, formats=formats)
+        for (name, value), mode in zip(headers, modes, strict=True):
+            new = self.header(name, value, mode, where, pairs, formats)
             changed = changed or new != value
             out.append([name, new])
         return out if changed else headers
+
+    def header(
+        self, name: str, value: str, mode: int, where: str, pairs: bool, formats: Sequence[Format]
+    ) -> str:
+        lname = name.lower()
+        path = f"{where}.headers.{lname}"
+        if mode == _SCRUB:
+            new = _scrub_header(lname, value)
+            if new != value:
+                self.paths.append(path)
+            return new
+        if lname in patterns.URL_HEADERS:
+            return self.url(value, path)
+        return self.text(value, path, pairs=pairs, defaults=mode != _KEPT, formats=formats)
 
     def body(self, body: dict[str, Any], path: str, headers: list) -> dict[str, Any]:
         if "json" in body:
