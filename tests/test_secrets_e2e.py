@@ -364,3 +364,26 @@ def test_scrub_keep_records_one_key_in_clear_and_says_so(tmp_path, llm_server):
     assert_absent(written, [password])
     text = b"".join(written.values())
     assert b"sess-visible-1" in text and b"sess-visible-2" in text
+
+
+FAILING_AGENT = """
+import os, agenttrace
+agenttrace.init()
+
+@agenttrace.run(name="failing")
+def main():
+    with agenttrace.step("Connect", input={"dsn": "postgres://app:" + os.environ["PASSWORD"] + "@db/x"}):
+        raise ConnectionError("auth rejected for api_key=" + os.environ["TOKEN"])
+
+main()
+"""
+
+
+def test_a_failed_run_keeps_its_error_but_not_the_secret_in_it(tmp_path):
+    planted = fresh_secrets()
+    result = run_python(FAILING_AGENT, env=planted, cwd=tmp_path)
+    assert result.returncode != 0 and planted["TOKEN"] in result.stderr  # the agent's own output
+    failure = tmp_path / ".agenttrace" / "last-failure.json"
+    document = json.loads(failure.read_text())
+    assert document["run"]["error"] == f"ConnectionError: auth rejected for api_key={MARKER}"
+    assert_absent(files_under(tmp_path / ".agenttrace"), [planted["TOKEN"], planted["PASSWORD"]])
