@@ -9,6 +9,7 @@ run.
 from __future__ import annotations
 
 import logging
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -30,7 +31,12 @@ def patch(module: ModuleType) -> None:
 def _instrument() -> None:
     try:
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
-    except ImportError:  # a required dependency; without it requests calls get our own spans
+    except ImportError:
+        if "opentelemetry.instrumentation.requests" in sys.modules:
+            # That module is itself importing requests right now (opentelemetry-instrument loading
+            # the stock instrumentor, which then instruments itself): nothing to do.
+            return
+        # a required dependency; without it requests calls get our own spans
         logger.warning("agenttrace: opentelemetry-instrumentation-requests is not installed")
         return
     instrumentor = RequestsInstrumentor()
