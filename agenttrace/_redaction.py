@@ -210,6 +210,8 @@ class _Walk:
         self.mask_fn = redactor.mask_fn
         self.stems = tuple(sorted({v for f in rules.fields for v in (f, f.replace("_", "-"))}))
         self.verdict = redactor.verdict
+        # Only default scrubbing applies: the quick "anything suspicious?" checks are enough.
+        self.plain = not (self.masks or self.mask_fn or self.stems)
         self.paths: list[str] = []
 
     # keys
@@ -272,9 +274,7 @@ class _Walk:
         defaults: bool = True,
         formats: Sequence[Format] = FORMATS,
     ) -> str:
-        if not (self.masks or self.mask_fn) and (
-            not (pairs or (defaults and formats)) or not patterns.suspicious(value)
-        ):
+        if self.plain and (not (pairs or (defaults and formats)) or not patterns.suspicious(value)):
             return value  # the common case: nothing can apply
         edits = self.edits(value, pairs=pairs, defaults=defaults, formats=formats)
         new = self.call_mask(_apply(value, edits) if edits else value)
@@ -287,8 +287,7 @@ class _Walk:
     def json(self, value: Any, path: str, *, pairs: bool = True) -> Any:
         """Redact a JSON-like value; returns the very same object when nothing changes."""
         blob = _blob(value)
-        unmasked = not self.masks and self.mask_fn is None
-        if blob is not None and unmasked and not patterns.suspicious(blob):
+        if blob is not None and self.plain and not patterns.suspicious(blob):
             return value
         formats = FORMATS if blob is None else patterns.present_formats(blob)
         if (

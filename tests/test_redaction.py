@@ -723,3 +723,23 @@ def test_compressed_upload_is_stored_decoded_and_scrubbed():
     assert recorded["request"]["body"]["decoded"] == "gzip"
     live, _ = Redactor().request(upload("pw-2"), EMPTY)
     assert request_key(live) == request_key(recorded["request"])
+
+
+def test_short_values_with_only_a_step_filter_field_are_filtered():
+    rules = Rules.parse(["user_id"])
+    out, _ = Redactor().payload({"user_id": 42}, rules)
+    assert out == {"user_id": MARKER}
+    out, _ = Redactor().payload("user_id=42", rules)
+    assert out == f"user_id={MARKER}"
+    event = http_event({"url": "https://x.test/"}, {"body": {"text": "user-id=7"}})
+    assert Redactor().event(event, rules)["response"]["body"]["text"] == f"user-id={MARKER}"
+
+
+@pytest.mark.parametrize(
+    "text", [*SECRET_VALUES, *(f"{k}=x" for k in SECRET_KEYS), "Bearer " + "a" * 20]
+)
+def test_the_quick_check_never_waves_a_secret_through(text):
+    from agenttrace._scrub_patterns import suspicious
+
+    assert suspicious(text)
+    assert Redactor().text(text) != text
