@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -41,9 +43,10 @@ def span_to_record(span: ReadableSpan) -> dict[str, Any]:
     )
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write via a temporary file and rename. The temporary name is not random on purpose:
-    tempfile would draw entropy, which replay serves to the agent."""
+def write_atomic(path: str, text: str | Callable[[TextIO], None]) -> None:
+    """Write via a temporary file and rename; ``text`` may be a function writing to the file.
+    The temporary name is not random on purpose: tempfile would draw entropy, which replay
+    serves to the agent."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(
@@ -51,7 +54,10 @@ def write_atomic(path: str, text: str) -> None:
     )
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            if callable(text):
+                text(fh)
+            else:
+                fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -59,6 +65,14 @@ def write_atomic(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def _copy_of(source: str) -> Callable[[TextIO], None]:
+    def copy(fh: TextIO) -> None:
+        with open(source, encoding="utf-8") as src:
+            shutil.copyfileobj(src, fh)
+
+    return copy
 
 
 class _Collector(SpanProcessor):
@@ -129,13 +143,14 @@ class LocalStore:
         if run.implicit and len(spans) <= 1 and not run.events:
             return  # nothing happened in the implicit run (an explicit run held the work)
         document = _trace.build_document(spans)
-        text = _trace.dumps(document)
         path = os.path.join(self.directory, "traces", f"{document['trace_id']}.json")
-        write_atomic(path, text)
-        write_atomic(os.path.join(self.directory, "last.json"), text)
+        # Streamed to disk, then copied: the document as one string would multiply the peak
+        # memory of a long run several times over.
+        write_atomic(path, lambda fh: _trace.dump(document, fh))
+        write_atomic(os.path.join(self.directory, "last.json"), _copy_of(path))
         failed = document["run"]["status"] == "error"
         if failed:
-            write_atomic(os.path.join(self.directory, "last-failure.json"), text)
+            write_atomic(os.path.join(self.directory, "last-failure.json"), _copy_of(path))
         with self._lock:
             self._written[trace_id] = path
             self.last_path, self.last_failed, self.last_events = (
