@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import functools
 import json
 import threading
 from collections import deque
@@ -18,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 Key = tuple[str, str, str]
 
 
+@functools.lru_cache(maxsize=4096)  # a run calls a handful of URLs, thousands of times
 def canonical_url(url: str) -> str:
     parts = urlsplit(url)
     query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
@@ -32,16 +34,18 @@ def canonical_body(body: dict[str, Any] | None) -> str:
     if not body:
         return ""
     if "json" in body:
-        return json.dumps(body["json"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _canonical_json(body["json"])
     if "text" in body:
         text = body["text"]
         try:  # a JSON text stored as text (e.g. pretty-printed) still compares by content
-            return json.dumps(
-                json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            )
+            return _canonical_json(json.loads(text))
         except ValueError:
             return text
     return body.get("base64", "")
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def request_key(request: dict[str, Any]) -> Key:
