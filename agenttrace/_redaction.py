@@ -11,18 +11,19 @@ Each replaced value becomes ``MARKER`` and its path is listed in the event's ``r
 Redaction is deterministic and idempotent, so a recorded (already redacted) request and a live
 request redacted at replay time produce the same matching key even when the secret changed.
 Nothing here mutates its input: what the agent sees is never touched.
+
+Beside it: ``_scrub_patterns`` (what looks secret), ``_edits`` (replacing text, and mapping a
+stream's edits back onto its chunks), ``_scrub_spans`` (finished spans, for every exporter).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import difflib
 import json
 import logging
 import re
 import zlib
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +31,21 @@ from urllib.parse import parse_qsl, urlencode
 
 from . import _scrub_patterns as patterns
 from ._body import encode_body
+from ._edits import (
+    MARKER,
+    Edit,
+    apply,
+    byte_edits,
+    chunk_bytes,
+    diff_edits,
+    encode_chunk,
+    merge,
+    splice,
+)
 from ._scrub_patterns import FORMATS, Format, find_pairs, format_spans, is_secret_key
 
 logger = logging.getLogger("agenttrace")
 
-MARKER = "[REDACTED]"
 _QUOTED_MARKER = f'"{MARKER}"'
 
 # Kept for readers looking for "which headers": the key patterns cover these and more.
@@ -54,7 +65,6 @@ _FIELD_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_\-]{0,20}) +\S")
 
 EventFilter = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-Edit = tuple[int, int, str]  # replace text[start:end] with the string
 
 # How a key's value is treated (see _Walk.key_mode).
 _DEFAULT, _CONTENT, _KEPT, _SCRUB = 0, 1, 2, 3
@@ -132,64 +142,6 @@ def _field(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
-# -- editing strings --------------------------------------------------------------------------
-
-
-def _merge(text: str, edits: list[Edit]) -> list[Edit]:
-    """Sorted, non-overlapping edits that change something and leave markers alone."""
-    if not edits:
-        return edits
-    guarded = _marker_spans(text) if MARKER in text else []
-    merged: list[Edit] = []
-    for start, end, new in sorted(edits):
-        if any(a <= start and end <= b for a, b in guarded):
-            continue  # already redacted (idempotence: a mask matching inside the marker)
-        if merged and start < merged[-1][1]:
-            last = merged[-1]
-            merged[-1] = (last[0], max(last[1], end), last[2])
-            continue
-        merged.append((start, end, new))
-    return [e for e in merged if text[e[0] : e[1]] != e[2]]
-
-
-def _marker_spans(text: str) -> list[tuple[int, int]]:
-    spans, at = [], text.find(MARKER)
-    while at >= 0:
-        spans.append((at, at + len(MARKER)))
-        at = text.find(MARKER, at + 1)
-    return spans
-
-
-def _apply(text: str, edits: list[Edit]) -> str:
-    out, pos = [], 0
-    for start, end, new in edits:
-        out.append(text[pos:start])
-        out.append(new)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
-
-
-def _diff_edits(old: str, new: str) -> list[Edit]:
-    """The edits turning ``old`` into ``new`` (what a callable mask did), in ``old``'s offsets."""
-    prefix = 0
-    limit = min(len(old), len(new))
-    while prefix < limit and old[prefix] == new[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and old[len(old) - 1 - suffix] == new[len(new) - 1 - suffix]:
-        suffix += 1
-    a, b = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
-    if len(a) + len(b) > 40000:  # keep it linear on huge texts: one edit spanning the change
-        return [(prefix, prefix + len(a), b)]
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return [
-        (prefix + i1, prefix + i2, b[j1:j2])
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        if tag != "equal"
-    ]
-
-
 def _scrubbable(value: Any) -> bool:
     """Worth replacing under a secret key (None, booleans and "" reveal nothing)."""
     if value is None or isinstance(value, bool) or value == "" or value == MARKER:
@@ -251,7 +203,7 @@ class _Walk:
             found += [
                 (m.start(), m.end(), MARKER) for m in mask.finditer(text) if m.end() > m.start()
             ]
-        return _merge(text, found)
+        return merge(text, found)
 
     def call_mask(self, text: str) -> str:
         if self.mask_fn is None:
@@ -277,7 +229,7 @@ class _Walk:
         if self.plain and (not (pairs or (defaults and formats)) or not patterns.suspicious(value)):
             return value  # the common case: nothing can apply
         edits = self.edits(value, pairs=pairs, defaults=defaults, formats=formats)
-        new = self.call_mask(_apply(value, edits) if edits else value)
+        new = self.call_mask(apply(value, edits) if edits else value)
         if new != value:
             self.paths.append(path)
         return new
@@ -441,18 +393,18 @@ class _Walk:
         if all(isinstance(t, str) for t in texts):
             text, raw = "".join(texts), texts  # the usual case: offsets are character offsets
         else:  # a binary chunk (a character split between chunks): work on the bytes
-            raw = [_chunk_bytes(c) for c in chunks]
+            raw = [chunk_bytes(c) for c in chunks]
             text = b"".join(raw).decode("utf-8", "surrogateescape")
         edits = self.edits(text, pairs=True, defaults=True, formats=FORMATS)
         if self.mask_fn is not None:
-            masked = self.call_mask(_apply(text, edits))
-            edits = _diff_edits(text, masked) if masked != text else []
+            masked = self.call_mask(apply(text, edits))
+            edits = diff_edits(text, masked) if masked != text else []
         if not edits:
             return chunks
         if raw is texts:
-            parts = _splice(text, [len(t) for t in texts], edits)
+            parts = splice(text, [len(t) for t in texts], edits)
         else:
-            parts = _splice(b"".join(raw), [len(r) for r in raw], _byte_edits(text, edits))
+            parts = splice(b"".join(raw), [len(r) for r in raw], byte_edits(text, edits))
         out = []
         for i, (chunk, old, new) in enumerate(zip(chunks, raw, parts, strict=True)):
             if new == old:
@@ -460,9 +412,7 @@ class _Walk:
                 continue
             self.paths.append(f"{path}[{i}]")
             kept = {k: v for k, v in chunk.items() if k not in ("text", "base64")}
-            out.append(
-                {**kept, **(_encode_chunk(new) if isinstance(new, bytes) else {"text": new})}
-            )
+            out.append({**kept, **(encode_chunk(new) if isinstance(new, bytes) else {"text": new})})
         return out
 
     def message(self, message: dict[str, Any], where: str) -> dict[str, Any]:
@@ -526,60 +476,6 @@ def _blob(value: Any) -> str | None:
         return json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError, RecursionError):
         return None  # circular or odd: the walk looks at everything
-
-
-def _chunk_bytes(chunk: dict[str, Any]) -> bytes:
-    if "text" in chunk:
-        return chunk["text"].encode("utf-8", "surrogateescape")
-    if "base64" in chunk:
-        return base64.b64decode(chunk["base64"])
-    return b""
-
-
-def _encode_chunk(data: bytes) -> dict[str, str]:
-    try:
-        return {"text": data.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(data).decode("ascii")}
-
-
-def _byte_edits(text: str, edits: list[Edit]) -> list[tuple[int, int, bytes]]:
-    if text.isascii():
-        return [(a, b, new.encode()) for a, b, new in edits]
-
-    def at(i: int) -> int:
-        return len(text[:i].encode("utf-8", "surrogateescape"))
-
-    return [(at(a), at(b), new.encode("utf-8", "surrogateescape")) for a, b, new in edits]
-
-
-def _splice(joined: Any, sizes: list[int], edits: Sequence[tuple[int, int, Any]]) -> list[Any]:
-    """Apply edits to the concatenation (str or bytes) and cut it back into the original chunks:
-    kept text stays in its chunk, a replacement goes to the chunk where the replaced text began."""
-    bounds = [0]
-    for size in sizes:
-        bounds.append(bounds[-1] + size)
-    parts: list[list[Any]] = [[] for _ in sizes]
-    last = len(sizes) - 1
-
-    def owner(offset: int) -> int:
-        return min(last, max(0, bisect_right(bounds, offset) - 1))
-
-    def keep(start: int, end: int) -> None:
-        i = owner(start)
-        while start < end and i <= last:
-            stop = min(end, bounds[i + 1])
-            parts[i].append(joined[start:stop])
-            start, i = stop, i + 1
-
-    pos = 0
-    for start, end, new in edits:
-        keep(pos, start)
-        parts[owner(start)].append(new)
-        pos = end
-    keep(pos, len(joined))
-    empty = joined[:0]
-    return [empty.join(p) for p in parts]
 
 
 _logged: set[str] = set()
