@@ -159,7 +159,7 @@ class Exchange:
         url = urlsplit(self._request["url"])
         attributes = {
             "http.request.method": self.call.method,
-            "url.full": self._request["url"],
+            "url.full": self.runtime.redactor.url(self._request["url"]),  # other processors see it
             "server.address": url.hostname or "",
             _trace.ATTR_SEQ: self.seq,
             "agenttrace.client": self.call.client,
@@ -273,7 +273,8 @@ class Exchange:
                 self._error.update({k: v for k, v in extra.items() if k not in self._error})
             if self._own_span or self._span.is_recording():
                 self._span.set_attribute("error.type", type(exc).__qualname__)
-                self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                message = self.runtime.redactor.text(f"{type(exc).__name__}: {exc}")
+                self._span.set_status(Status(StatusCode.ERROR, message))
         except Exception:
             logger.exception("agenttrace: could not record an error")
         self.close()

@@ -310,6 +310,8 @@ class _Walk:
     def url(self, url: str, path: str) -> str:
         """Query parameters by key name, everything else as text; untouched parts keep their
         exact encoding."""
+        if self.plain and not patterns.suspicious(url):
+            return url
         head, mark, rest = url.partition("?")
         query, hash_, fragment = rest.partition("#")
         if not mark:
