@@ -136,6 +136,22 @@ def _failure(exc: BaseException | None) -> str | None:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _record_exception(span: Any, exc: BaseException, runtime: _runtime.Runtime) -> None:
+    """``record_exception`` with the message and traceback scrubbed at the source, so other
+    processors on a joined TracerProvider never see a secret an exception message carried."""
+    import traceback
+
+    text = runtime.redactor.text
+    span.add_event(
+        "exception",
+        {
+            "exception.type": type(exc).__qualname__,
+            "exception.message": text(str(exc)),
+            "exception.stacktrace": text("".join(traceback.format_exception(exc))),
+        },
+    )
+
+
 class _RunScope(_Scope):
     def __init__(self, name: str | None) -> None:
         self.name = name
@@ -152,10 +168,9 @@ class _RunScope(_Scope):
     def finish(self, exc: BaseException | None) -> None:
         assert self.handle is not None
         failure = _failure(exc)
-        if failure:
+        if failure and exc is not None:
             self.handle.fail(failure)
-            if exc is not None:
-                self.handle.span.record_exception(exc)
+            _record_exception(self.handle.span, exc, self.handle.runtime)
         self.handle.runtime.close_run(self.handle)
 
 
@@ -201,8 +216,8 @@ class _StepScope(_Scope):
                 span.set_attribute(_trace.ATTR_STEP_RESULT, _to_json(value))
             failure = _failure(exc)
             if failure and exc is not None:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, failure))
+                _record_exception(span, exc, self._runtime)
+                span.set_status(Status(StatusCode.ERROR, self._runtime.redactor.text(failure)))
         except Exception:
             logger.exception("agenttrace: could not record step %r", self.name)
         span.end()

@@ -69,7 +69,7 @@ class RunHandle:
         if self.events:
             self.span.set_attribute(_trace.ATTR_EVENTS, _trace.dumps_compact(self.events))
         if self.failed:
-            self.span.set_status(Status(StatusCode.ERROR, self.failed))
+            self.span.set_status(Status(StatusCode.ERROR, self.runtime.redactor.text(self.failed)))
         else:
             self.span.set_status(Status(StatusCode.OK))
         self.span.end()
