@@ -134,6 +134,7 @@ class Exchange:
         step: str | None,
         rules: Any,
         request: dict[str, Any],
+        request_redacted: list[str],
         answer: Answer | None,
     ) -> None:
         self.runtime = runtime
@@ -142,7 +143,8 @@ class Exchange:
         self.seq = seq
         self._step = step
         self._rules = rules
-        self._request = request
+        self._request = request  # already redacted (once, in the runtime, for the replay key)
+        self._request_redacted = request_redacted
         self._started = time.perf_counter()
         self._response: dict[str, Any] | None = None
         self._error: dict[str, Any] | None = None
@@ -159,7 +161,7 @@ class Exchange:
         url = urlsplit(self._request["url"])
         attributes = {
             "http.request.method": self.call.method,
-            "url.full": self.runtime.redactor.url(self._request["url"]),  # other processors see it
+            "url.full": self._request["url"],  # redacted: other processors see it too
             "server.address": url.hostname or "",
             _trace.ATTR_SEQ: self.seq,
             "agenttrace.client": self.call.client,
@@ -213,6 +215,9 @@ class Exchange:
         reason: str | None = None,
         http_version: str | None = None,
     ) -> None:
+        if self.answer is not None:  # replay: the event reuses the recorded (redacted) answer
+            self._response = {"status": int(status)}
+            return
         try:
             headers = [(_s(k), _s(v)) for k, v in headers]
             self._response = {"status": int(status), "headers": [list(h) for h in headers]}
@@ -228,7 +233,7 @@ class Exchange:
             logger.exception("agenttrace: could not record a response")
 
     def chunk(self, data: bytes) -> None:
-        if not data or self._done:
+        if not data or self._done or self.answer is not None:
             return
         try:
             decoded = self._decoder.decode(bytes(data)) if self._decoder else bytes(data)
@@ -292,10 +297,6 @@ class Exchange:
     # -- completion ---------------------------------------------------------------------------
 
     def _finish(self) -> None:
-        if self._decoder is not None:
-            tail = self._decoder.flush()
-            if tail:
-                self._append(tail)
         event: dict[str, Any] = {
             "seq": self.seq,
             "kind": "http",
@@ -304,33 +305,13 @@ class Exchange:
             "client": self.call.client,
             "request": self._request,
             "duration_ms": round((time.perf_counter() - self._started) * 1000.0, 3),
-            "redacted": [],
+            "redacted": self._request_redacted,
         }
-        if self._response is not None:
-            response = self._response
-            ctype = (
-                _body.header([tuple(h) for h in response["headers"]], "content-type") or ""
-            ).lower()
-            streamed = any(t in ctype for t in _STREAM_TYPES) or (
-                len(self._chunks) > 1
-                and _body.header([tuple(h) for h in response["headers"]], "content-length") is None
-            )
-            if streamed:
-                response["chunks"] = [
-                    {"at_ms": round(at, 3), **_body.encode_chunk(bytes(data))}
-                    for at, data in self._chunks
-                ]
-            else:
-                data = b"".join(bytes(d) for _, d in self._chunks)
-                response["body"] = (
-                    {"base64": _b64(data)}
-                    if "body_encoding" in response
-                    else _body.encode_body(data, ctype)
-                )
-            event["response"] = response
-        if self._error is not None:
-            event["error"] = self._error
-        redacted = self.runtime.redactor.event(event, self._rules)
+        if self.answer is not None:
+            redacted = self._served_event(event, self.answer.event)
+        else:
+            self._complete_response(event)
+            redacted = self.runtime.redactor.event(event, self._rules, request_done=True)
         self.runtime.call_finished(self, redacted)
         payload = _trace.dumps_compact(redacted)
         span = self._span
@@ -353,6 +334,45 @@ class Exchange:
                 attributes={_trace.ATTR_SEQ: self.seq, _trace.ATTR_EVENT: payload},
             )
             late.end()
+
+    def _served_event(self, event: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+        """A replayed call's event: what was served is the recorded answer, already redacted."""
+        if recorded.get("response") is not None:
+            event["response"] = recorded["response"]
+        error = recorded.get("error") or self._error
+        if error is not None:
+            event["error"] = error
+        answer_paths = [p for p in recorded.get("redacted", ()) if not p.startswith("request")]
+        event["redacted"] = sorted(set(self._request_redacted).union(answer_paths))
+        return event
+
+    def _complete_response(self, event: dict[str, Any]) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._append(tail)
+        if self._response is not None:
+            response = self._response
+            headers = [tuple(h) for h in response["headers"]]
+            ctype = (_body.header(headers, "content-type") or "").lower()
+            streamed = any(t in ctype for t in _STREAM_TYPES) or (
+                len(self._chunks) > 1 and _body.header(headers, "content-length") is None
+            )
+            if streamed:
+                response["chunks"] = [
+                    {"at_ms": round(at, 3), **_body.encode_chunk(bytes(data))}
+                    for at, data in self._chunks
+                ]
+            else:
+                data = b"".join(bytes(d) for _, d in self._chunks)
+                response["body"] = (
+                    {"base64": _b64(data)}
+                    if "body_encoding" in response
+                    else _body.encode_body(data, ctype)
+                )
+            event["response"] = response
+        if self._error is not None:
+            event["error"] = self._error
 
 
 def _claimed(span: trace.Span) -> bool:

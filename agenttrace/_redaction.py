@@ -561,11 +561,17 @@ class Redactor:
             out = result.get("request", out)
         return out, walk.paths
 
-    def event(self, event: dict[str, Any], rules: Rules) -> dict[str, Any] | None:
-        """A redacted copy of a complete event, with ``redacted`` paths filled in."""
+    def event(
+        self, event: dict[str, Any], rules: Rules, *, request_done: bool = False
+    ) -> dict[str, Any] | None:
+        """A redacted copy of a complete event, with ``redacted`` paths filled in.
+
+        ``request_done``: the request was already redacted by :meth:`request` (the runtime does
+        that once per call, for the replay key) and its paths are in ``event["redacted"]``.
+        """
         walk = _Walk(self, rules)
         try:
-            out = self._event(event, walk)
+            out = self._event(event, walk, request_done)
         except Exception:
             _log_once("event", "agenttrace: could not redact an event; only its outline is kept")
             return stub(event, url=MARKER)
@@ -576,9 +582,10 @@ class Redactor:
             out = result
         return out
 
-    def _event(self, event: dict[str, Any], walk: _Walk) -> dict[str, Any]:
+    def _event(self, event: dict[str, Any], walk: _Walk, request_done: bool) -> dict[str, Any]:
         out = dict(event)
-        out["request"] = walk.message(event["request"], "request")
+        if not request_done:
+            out["request"] = walk.message(event["request"], "request")
         if event.get("response") is not None:
             out["response"] = walk.message(event["response"], "response")
         if event.get("error") is not None:

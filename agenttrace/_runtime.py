@@ -298,9 +298,10 @@ class Runtime:
             "headers": [[k, v] for k, v in call.headers],
             "body": encode_body(call.body or b"", header(call.headers, "content-type")),
         }
+        # Redacted once: the same form keys the replay lookup and goes into the event.
+        redacted, redacted_paths = self.redactor.request(request, rules)
         answer = None
         if self.engine is not None:
-            redacted, _ = self.redactor.request(request, rules)
             recorded = self.engine.take(redacted)
             if recorded is not None:
                 answer = Answer(recorded)
@@ -315,7 +316,8 @@ class Runtime:
             seq=self.next_seq(),
             step=step.name if step else None,
             rules=rules,
-            request=request,
+            request=redacted,
+            request_redacted=redacted_paths,
             answer=answer,
         )
         with _lock:
