@@ -25,6 +25,7 @@ from opentelemetry.instrumentation.utils import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _body, _context, _trace
+from ._replay_span import ReplaySpan
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -136,6 +137,7 @@ class Exchange:
         request: dict[str, Any],
         request_redacted: list[str],
         answer: Answer | None,
+        run: Any = None,
     ) -> None:
         self.runtime = runtime
         self.call = call
@@ -145,6 +147,7 @@ class Exchange:
         self._rules = rules
         self._request = request  # already redacted (once, in the runtime, for the replay key)
         self._request_redacted = request_redacted
+        self._run = run
         self._started = time.perf_counter()
         self._response: dict[str, Any] | None = None
         self._error: dict[str, Any] | None = None
@@ -184,9 +187,14 @@ class Exchange:
                     {_trace.ATTR_SEQ: self.seq, "agenttrace.client": self.call.client}
                 )
             return current, False
+        if self.answer is not None and self.runtime.store is not None:
+            parent = self.runtime.parent_span(self._run)
+            if parent is not None:
+                context = parent.get_span_context()
+                return ReplaySpan(self.runtime.store, self.call.method, context, attributes), True
         span = self.runtime.tracer.start_span(
             self.call.method,
-            context=self.runtime.parent_context(),
+            context=self.runtime.parent_context(self._run),
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
@@ -313,13 +321,20 @@ class Exchange:
             self._complete_response(event)
             redacted = self.runtime.redactor.event(event, self._rules, request_done=True)
         self.runtime.call_finished(self, redacted)
-        payload = _trace.dumps_compact(redacted)
         span = self._span
         if self._response is not None and (self._own_span or span.is_recording()):
             span.set_attribute("http.response.status_code", self._response["status"])
             if self._response["status"] >= 400 and self._own_span:
                 span.set_status(Status(StatusCode.ERROR))
                 span.set_attribute("error.type", str(self._response["status"]))
+        if self.runtime.engine is not None and self._run is not None:
+            # Replay: the replayed run only goes to the local store, so its events ride on the
+            # run's root span (like entropy) and are serialised once, when the run is written.
+            self._run.events.append(redacted)
+            if self._own_span:
+                span.end()
+            return
+        payload = _trace.dumps_compact(redacted)
         if self._own_span:
             span.set_attribute(_trace.ATTR_EVENT, payload)
             span.end()

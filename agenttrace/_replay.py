@@ -16,6 +16,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ._body import decode_body
+
 Key = tuple[str, str, str]
 
 
@@ -48,6 +50,14 @@ def canonical_body(body: dict[str, Any] | None) -> str:
 _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
+def exact_key(request: dict[str, Any]) -> tuple[str, str, bytes]:
+    return (
+        request["method"].upper(),
+        canonical_url(request["url"]),
+        decode_body(request.get("body")),
+    )
+
+
 def request_key(request: dict[str, Any]) -> Key:
     """The matching key of a (redacted) request dict: volatile headers never take part."""
     return (
@@ -62,6 +72,9 @@ class ReplayEngine:
         self.source = source
         self._lock = threading.Lock()
         self._calls: dict[Key, deque[dict[str, Any]]] = {}
+        # The same calls by their exact bytes: a call that reproduces its recorded request byte
+        # for byte (the usual case) is matched without parsing or redacting it.
+        self._exact: dict[tuple[str, str, bytes], deque[dict[str, Any]]] = {}
         self._entropy: dict[tuple[str, int], deque[bytes]] = {}
         self._seeds: deque[int] = deque()
         self._dns: dict[tuple[str, str], deque[Any]] = {}
@@ -69,7 +82,9 @@ class ReplayEngine:
         for event in events:
             kind = event.get("kind")
             if kind == "http":
-                self._calls.setdefault(request_key(event["request"]), deque()).append(event)
+                request = event["request"]
+                self._calls.setdefault(request_key(request), deque()).append(event)
+                self._exact.setdefault(exact_key(request), deque()).append(event)
                 self._unplayed[event["seq"]] = event
             elif kind == "entropy":
                 if event.get("source") == "random.seed":
@@ -85,14 +100,22 @@ class ReplayEngine:
     # -- HTTP ----------------------------------------------------------------------------------
 
     def take(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        key = request_key(request)
+        """The next recorded answer for a (redacted) request, or None."""
+        return self._take(self._calls, request_key(request))
+
+    def take_exact(self, method: str, url: str, body: bytes | None) -> dict[str, Any] | None:
+        """The next recorded answer for a request with exactly the recorded bytes, or None."""
+        return self._take(self._exact, (method.upper(), canonical_url(url), body or b""))
+
+    def _take(self, index: dict[Any, deque[dict[str, Any]]], key: Any) -> dict[str, Any] | None:
         with self._lock:
-            queue = self._calls.get(key)
-            if not queue:
-                return None
-            event = queue.popleft()
-            self._unplayed.pop(event["seq"], None)
-            return event
+            queue = index.get(key)
+            while queue:
+                event = queue.popleft()
+                # each call sits in both indexes: skip what the other one already served
+                if self._unplayed.pop(event["seq"], None) is not None:
+                    return event
+            return None
 
     def unplayed(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _config, _context, _entropy, _trace
+from ._body import encode_body, header
 from ._exchange import Answer, Exchange, HttpCall
 from ._governance import Governance, _stderr
 from ._ids import ID_GENERATOR
@@ -80,8 +82,7 @@ class Runtime:
         self.settings = settings
         self.redactor = Redactor.from_settings(settings)
         self.capturing = False
-        self._seq_lock = threading.Lock()
-        self._seq = 0
+        self._seq = itertools.count(1)
         self._runs: list[RunHandle] = []  # open runs, innermost last
         self._implicit: RunHandle | None = None
         self._pending: list[dict[str, Any]] = []  # non-HTTP events seen before any run opened
@@ -251,7 +252,7 @@ class Runtime:
                 self._implicit = self.open_run(self.settings.service_name or "agent", implicit=True)
             return self._implicit
 
-    def parent_context(self) -> otel_context.Context | None:
+    def parent_span(self, run: RunHandle | None = None) -> trace.Span | None:
         """Where a new span hangs: the current span if it is in one of our runs, else the run.
 
         A run is one trace, so what it records must be in that trace: not in a thread the agent
@@ -259,18 +260,22 @@ class Runtime:
         belongs to no run (opentelemetry-instrumentation-httpx opens its CLIENT span around
         ours, in a trace of its own when no run is current).
         """
-        current = trace.get_current_span().get_span_context()
-        if current.is_valid and self.owns_trace(current.trace_id):
+        current = trace.get_current_span()
+        context = current.get_span_context()
+        if context.is_valid and self.owns_trace(context.trace_id):
+            return current
+        run = run or self.current_run()
+        return run.span if run is not None else None
+
+    def parent_context(self, run: RunHandle | None = None) -> otel_context.Context | None:
+        """``parent_span`` as the context to start a span in (None: the current context)."""
+        parent = self.parent_span(run)
+        if parent is None or parent is trace.get_current_span():
             return None
-        run = self.current_run()
-        if run is None:
-            return None
-        return trace.set_span_in_context(run.span, otel_context.get_current())
+        return trace.set_span_in_context(parent, otel_context.get_current())
 
     def next_seq(self) -> int:
-        with self._seq_lock:
-            self._seq += 1
-            return self._seq
+        return next(self._seq)  # itertools.count: atomic under the GIL, no lock on the hot path
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -288,25 +293,29 @@ class Runtime:
             return None
 
     def _begin_call(self, call: HttpCall) -> Exchange:
-        from ._body import encode_body, header
-
         step = _context.current_step()
         rules = _context.current_rules()
-        request = {
-            "method": call.method.upper(),
-            "url": call.url,
-            "headers": [[k, v] for k, v in call.headers],
-            "body": encode_body(call.body or b"", header(call.headers, "content-type")),
-        }
-        # Redacted once: the same form keys the replay lookup and goes into the event.
-        redacted, redacted_paths = self.redactor.request(request, rules)
-        answer = None
+        recorded = None
         if self.engine is not None:
-            recorded = self.engine.take(redacted)
-            if recorded is not None:
-                answer = Answer(recorded)
-            else:
-                self._diverged(redacted, step.name if step else None)
+            recorded = self.engine.take_exact(call.method, call.url, call.body)
+        if recorded is not None:
+            # The recorded request, already redacted, is the very same call.
+            redacted = recorded["request"]
+            redacted_paths = [p for p in recorded.get("redacted", ()) if p.startswith("request")]
+        else:
+            request = {
+                "method": call.method.upper(),
+                "url": call.url,
+                "headers": [[k, v] for k, v in call.headers],
+                "body": encode_body(call.body or b"", header(call.headers, "content-type")),
+            }
+            # Redacted once: the same form keys the replay lookup and goes into the event.
+            redacted, redacted_paths = self.redactor.request(request, rules)
+            if self.engine is not None:
+                recorded = self.engine.take(redacted)
+                if recorded is None:
+                    self._diverged(redacted, step.name if step else None)
+        answer = Answer(recorded) if recorded is not None else None
         run = self.current_run()
         if run is not None:
             run.activity += 1
@@ -319,9 +328,9 @@ class Runtime:
             request=redacted,
             request_redacted=redacted_paths,
             answer=answer,
+            run=run,
         )
-        with _lock:
-            self._open[id(exchange)] = exchange
+        self._open[id(exchange)] = exchange  # dict set/pop are atomic under the GIL
         return exchange
 
     def _diverged(self, request: dict[str, Any], step: str | None) -> None:
@@ -345,8 +354,7 @@ class Runtime:
         self.governance.passthrough += 1
 
     def call_finished(self, exchange: Exchange, event: dict[str, Any]) -> None:
-        with _lock:
-            self._open.pop(id(exchange), None)
+        self._open.pop(id(exchange), None)
         if exchange.answer is None and self.governance is not None and self.governance.passthrough:
             self.governance.passthrough -= 1
 

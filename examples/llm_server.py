@@ -412,6 +412,9 @@ def anthropic_events(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: LLMServer
+    # Headers and body go out in separate writes; with Nagle on, a keep-alive client waits
+    # ~40 ms for a delayed ACK before the body arrives.
+    disable_nagle_algorithm = True
     # An idle keep-alive connection is closed after this many seconds.
     timeout = 120
 

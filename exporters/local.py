@@ -110,6 +110,13 @@ class LocalStore:
             self._runs[trace_id] = run
             self._spans.setdefault(trace_id, [])
 
+    def add_record(self, trace_id: int, record: dict[str, Any]) -> None:
+        """A span that never went through the SDK (a replayed call, see ``_replay_span``)."""
+        with self._lock:
+            spans = self._spans.get(trace_id)
+            if spans is not None:
+                spans.append(record)
+
     def _on_end(self, span: ReadableSpan) -> None:
         trace_id = span.get_span_context().trace_id
         with self._lock:

@@ -57,6 +57,7 @@ class TestServer:
 def _handler(server: TestServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
