@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from agenttrace._exchange import Exchange, HttpCall, atee, begin, tee
+from agenttrace._exchange import Exchange, HttpCall, atee, begin, intercepting, tee
 
 from . import already_patched
 
@@ -59,9 +59,14 @@ def _exception(module: ModuleType, error: dict[str, Any], request: Any) -> BaseE
     return module.TransportError(message)
 
 
-def _replayed_response(module: ModuleType, exchange: Exchange, request: Any, stream: Any) -> Any:
+def _served(module: ModuleType, exchange: Exchange, request: Any, stream: Any) -> Any:
+    """The recorded response as this client's Response, or the recorded error raised."""
     answer = exchange.answer
     assert answer is not None
+    if not answer.has_response:
+        exc = _exception(module, answer.error or {}, request)
+        exchange.fail(exc)
+        raise exc
     response = module.Response(
         status_code=answer.status,
         headers=answer.headers,
@@ -107,6 +112,8 @@ def _patch_sync(module: ModuleType, client: str) -> None:
                 raise _exception(module, answer.error, self._request)
 
     def handle_request(self: Any, request: Any) -> Any:
+        if not intercepting():  # nothing records: a streamed upload stays streamed
+            return original(self, request)
         body = _body(module, request)
         if body is None:  # read a streaming upload once and hand the transport the same bytes
             body = request.read()
@@ -114,15 +121,8 @@ def _patch_sync(module: ModuleType, client: str) -> None:
         exchange = begin(_call(request, client, body))
         if exchange is None:
             return original(self, request)
-        answer = exchange.answer
-        if answer is not None:
-            if not answer.has_response:
-                exc = _exception(module, answer.error or {}, request)
-                exchange.fail(exc)
-                raise exc
-            response = _replayed_response(
-                module, exchange, request, ReplayStream(exchange, request)
-            )
+        if exchange.answer is not None:
+            response = _served(module, exchange, request, ReplayStream(exchange, request))
         else:
             with exchange.sending():
                 response = original(self, request)
@@ -166,6 +166,8 @@ def _patch_async(module: ModuleType, client: str) -> None:
                 raise _exception(module, answer.error, self._request)
 
     async def handle_async_request(self: Any, request: Any) -> Any:
+        if not intercepting():
+            return await original(self, request)
         body = _body(module, request)
         if body is None:
             body = await request.aread()
@@ -173,15 +175,8 @@ def _patch_async(module: ModuleType, client: str) -> None:
         exchange = begin(_call(request, client, body))
         if exchange is None:
             return await original(self, request)
-        answer = exchange.answer
-        if answer is not None:
-            if not answer.has_response:
-                exc = _exception(module, answer.error or {}, request)
-                exchange.fail(exc)
-                raise exc
-            response = _replayed_response(
-                module, exchange, request, AsyncReplayStream(exchange, request)
-            )
+        if exchange.answer is not None:
+            response = _served(module, exchange, request, AsyncReplayStream(exchange, request))
         else:
             with exchange.sending():
                 response = await original(self, request)
