@@ -6,16 +6,21 @@ exposed as fixtures of the same name, whichever reads better in a test.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO_ROOT / "examples"
@@ -108,3 +113,78 @@ def _run_python_fixture():
 # Fixtures for other areas (agenttrace runtime, replay, exporters, backend server) go
 # below this line. Keep the ones above generic: they must not import agenttrace.
 # --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServeProcess:
+    """A running `agenttrace serve` (see `agenttrace_serve`)."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    db: Path
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def stdout(self) -> str:
+        """What the server printed to stdout so far (all of it once the block has ended)."""
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def logs(self) -> str:
+        return self.stdout + self.stderr
+
+    def healthy(self) -> bool:
+        with contextlib.suppress(requests.ConnectionError):
+            return requests.get(self.url + "/healthz", timeout=2).status_code == 200
+        return False
+
+
+@contextlib.contextmanager
+def agenttrace_serve(
+    directory: Path, *args: str, db_name: str = "agenttrace.db", start_timeout: float = 30
+) -> Iterator[ServeProcess]:
+    """A real `agenttrace serve` on a free port with `--db directory/db_name` and `args`.
+
+    Runs in `directory` with `clean_env()`; its stdout and stderr go to fresh log files in
+    `directory` (one pair per start, so a restart keeps the first run's output). Yields once
+    GET /healthz answers 200; fails the test if the server exits or is not healthy within
+    `start_timeout`. On exit: SIGTERM (unless it has already ended), then kill if it has not
+    stopped within 20 s.
+    """
+    port = free_port()
+    fd, out = tempfile.mkstemp(prefix="serve-", suffix=".out", dir=directory)
+    os.close(fd)
+    stdout_path = Path(out)
+    stderr_path = stdout_path.with_suffix(".err")
+    db = directory / db_name
+    command = ["agenttrace.cli", "serve", "--port", str(port), "--db", str(db), *args]
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *command],
+            stdout=stdout,
+            stderr=stderr,
+            env=clean_env(),
+            cwd=directory,
+        )
+    served = ServeProcess(f"http://127.0.0.1:{port}", proc, db, stdout_path, stderr_path)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not served.healthy():
+            if proc.poll() is not None:
+                pytest.fail(f"agenttrace serve exited with {proc.returncode}:\n{served.logs()}")
+            if time.monotonic() >= deadline:
+                pytest.fail(f"agenttrace serve did not become healthy:\n{served.logs()}")
+            time.sleep(0.05)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -7,9 +7,7 @@ Whatever it does, every span must end up in the server exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +21,7 @@ import pytest
 import requests
 from agenttrace.exporters.backend import BackendSpanProcessor, Tuning, backend_processor
 from agenttrace.exporters.spool import Spool
-from conftest import clean_env, free_port
+from conftest import agenttrace_serve, clean_env, free_port
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -52,27 +50,10 @@ SLACK = 1.5
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("server")
-    port = free_port()
-    with (directory / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agenttrace.cli", "serve", "--port", str(port), "--db",
-             str(directory / "t.db"), "--api-key", KEY, "--max-request-mb", "1"],
-            stdout=log, stderr=log, env=clean_env(),
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _healthy(url), "the server to start")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
-
-
-def _healthy(url: str) -> bool:
-    with contextlib.suppress(requests.ConnectionError):
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    return False
+    with agenttrace_serve(
+        tmp_path_factory.mktemp("server"), "--api-key", KEY, "--max-request-mb", "1", db_name="t.db"
+    ) as served:
+        yield served.url
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:

@@ -4,21 +4,18 @@ pulled document replays the run offline."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import clean_env, free_port, run_python
+from conftest import agenttrace_serve, clean_env, free_port, run_python
 
 from agenttrace.cli import main
 
@@ -37,59 +34,10 @@ def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Completed
     )
 
 
-@dataclass
-class Served:
-    url: str
-    proc: subprocess.Popen[str]
-    stdout: str = ""
-    stderr: str = ""
-
-
-@contextlib.contextmanager
-def serving(directory: Path, *args: str) -> Iterator[Served]:
-    """A real `agenttrace serve`; its output is on the handle once the block has ended."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agenttrace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(directory / "t.db"),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        text=True,
-    )
-    served = Served(f"http://127.0.0.1:{port}", proc)
-    try:
-        deadline = time.monotonic() + 30
-        while not _healthy(served.url):
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        served.stdout, served.stderr = proc.communicate(timeout=20)
-
-
-def _healthy(url: str) -> bool:
-    with contextlib.suppress(requests.ConnectionError):
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving(
-        tmp_path_factory.mktemp("server"), "--api-key", KEY, "--api-key", OTHER_KEY
+    with agenttrace_serve(
+        tmp_path_factory.mktemp("server"), "--api-key", KEY, "--api-key", OTHER_KEY, db_name="t.db"
     ) as served:
         yield served.url
 
@@ -131,13 +79,13 @@ def test_runs_as_a_module() -> None:
 
 
 def test_serve_generates_a_key_prints_it_once_and_reuses_it(tmp_path: Path) -> None:
-    with serving(tmp_path) as first:
+    with agenttrace_serve(tmp_path, db_name="t.db") as first:
         pass
     key = first.stdout.strip()
     assert key.startswith("at_test_") and len(key) > 30
     assert "generated an API key" in first.stderr
 
-    with serving(tmp_path) as second:
+    with agenttrace_serve(tmp_path, db_name="t.db") as second:
         listing = requests.get(
             second.url + "/api/v1/traces", headers={"Authorization": f"Bearer {key}"}, timeout=10
         )

@@ -8,16 +8,13 @@ import gzip
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import clean_env, free_port
+from conftest import ServeProcess as Server
+from conftest import agenttrace_serve
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -32,70 +29,9 @@ KEY_B = "at_live_projectB_0123456789abcdefghijklmnop"
 # -- a real server process -----------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    db: Path
-    stdout: Path
-    stderr: Path
-
-    def logs(self) -> str:
-        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def running_server(directory: Path, *args: str) -> Iterator[Server]:
-    port = free_port()
-    db = directory / "agenttrace.db"
-    out, err = directory / "server.out", directory / "server.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agenttrace.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--db",
-                str(db),
-                *args,
-            ],
-            stdout=stdout,
-            stderr=stderr,
-            env=clean_env(),
-            cwd=directory,
-        )
-    server = Server(f"http://127.0.0.1:{port}", proc, db, out, err)
-    try:
-        _wait_healthy(server)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            pytest.fail(f"server exited with {server.proc.returncode}:\n{server.logs()}")
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(server.url + "/healthz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.05)
-    pytest.fail(f"server did not become healthy:\n{server.logs()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(
+    with agenttrace_serve(
         tmp_path_factory.mktemp("server"),
         "--api-key",
         KEY_A,
@@ -320,7 +256,7 @@ def test_otlp_json_with_hex_ids(server: Server) -> None:
 
 def test_list_newest_first_with_status_filter_and_cursor(tmp_path: Path) -> None:
     key = "at_test_listing_0123456789abcdefghij"
-    with running_server(tmp_path, "--api-key", key) as srv:
+    with agenttrace_serve(tmp_path, "--api-key", key) as srv:
         ids = []
         for i in range(5):
             spans = agent_spans(f"run{i}", fail=i in (1, 3))
@@ -355,7 +291,7 @@ def test_list_newest_first_with_status_filter_and_cursor(tmp_path: Path) -> None
 def test_acknowledged_spans_survive_shutdown_and_restart(tmp_path: Path) -> None:
     key = "at_test_durable_0123456789abcdefghij"
     spans = agent_spans("durable", calls=20)
-    with running_server(tmp_path, "--api-key", key) as srv:
+    with agenttrace_serve(tmp_path, "--api-key", key) as srv:
         for i in range(0, len(spans), 3):
             assert post(srv, protobuf(spans[i : i + 3]), key=key).status_code == 200
         srv.proc.send_signal(signal.SIGTERM)
@@ -364,7 +300,7 @@ def test_acknowledged_spans_survive_shutdown_and_restart(tmp_path: Path) -> None
         assert "Application shutdown complete" in srv.logs()
     with contextlib.closing(sqlite3.connect(srv.db)) as db:
         assert db.execute("SELECT count(*) FROM spans").fetchone()[0] == len(spans)
-    with running_server(tmp_path, "--api-key", key) as again:
+    with agenttrace_serve(tmp_path, "--api-key", key) as again:
         document = get(again, f"/api/v1/traces/{trace_id_of(spans)}", key=key).json()
         assert len(document["events"]) == 21
 
