@@ -302,35 +302,44 @@ def set_result(value: Any) -> None:
     state.has_result = True
 
 
+@contextmanager
+def _lifetime(new_scope: Callable[[], _Scope]) -> Iterator[_Scope]:
+    """A scope from start to finish around one call, whatever kind of function it is."""
+    scope = new_scope()
+    scope.start()
+    error: BaseException | None = None
+    try:
+        yield scope
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        scope.finish(error)
+
+
 def _decorate(fn: Callable[..., Any], new_scope: Callable[[], _Scope]) -> Callable[..., Any]:
+    # Generators are activated around each resume only: between two items the caller runs, and
+    # the step must not leak into its context.
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-            scope = new_scope()
-            scope.start()
-            with scope.activated():
-                agen = fn(*args, **kwargs)
-            error: BaseException | None = None
-            try:
+            with _lifetime(new_scope) as scope:
+                with scope.activated():
+                    agen = fn(*args, **kwargs)
                 value: Any = None
                 while True:
                     try:
                         with scope.activated():
                             item = await agen.asend(value)
                     except StopAsyncIteration:
-                        break
+                        return
                     try:
                         value = yield item
                     except BaseException as exc:  # thrown in by the caller
                         with scope.activated():
                             item = await agen.athrow(exc)
                         value = yield item
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                scope.finish(error)
 
         return async_gen_wrapper
 
@@ -338,17 +347,8 @@ def _decorate(fn: Callable[..., Any], new_scope: Callable[[], _Scope]) -> Callab
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            scope = new_scope()
-            scope.start()
-            error: BaseException | None = None
-            try:
-                with scope.activated():
-                    return await fn(*args, **kwargs)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                scope.finish(error)
+            with _lifetime(new_scope) as scope, scope.activated():
+                return await fn(*args, **kwargs)
 
         return async_wrapper
 
@@ -356,10 +356,7 @@ def _decorate(fn: Callable[..., Any], new_scope: Callable[[], _Scope]) -> Callab
 
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-            scope = new_scope()
-            scope.start()
-            error: BaseException | None = None
-            try:
+            with _lifetime(new_scope) as scope:
                 with scope.activated():
                     gen = fn(*args, **kwargs)
                 value: Any = None
@@ -378,26 +375,12 @@ def _decorate(fn: Callable[..., Any], new_scope: Callable[[], _Scope]) -> Callab
                         with scope.activated():
                             item = gen.throw(exc)
                         value = yield item
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                scope.finish(error)
 
         return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = new_scope()
-        scope.start()
-        error: BaseException | None = None
-        try:
-            with scope.activated():
-                return fn(*args, **kwargs)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            scope.finish(error)
+        with _lifetime(new_scope) as scope, scope.activated():
+            return fn(*args, **kwargs)
 
     return wrapper

@@ -276,3 +276,60 @@ def test_implicit_run_is_named_after_the_script(tmp_path, llm_server):
     assert [e["request"]["url"] for e in doc["events"] if e["kind"] == "http"] == [
         llm_server.url + "/weather?city=Oslo"
     ]
+
+
+def test_a_failing_step_of_every_kind_is_marked_error_and_reraises(tmp_path):
+    result = run_python(
+        """
+        import asyncio
+        import agenttrace
+        agenttrace.init()
+
+        @agenttrace.step("sync")
+        def f():
+            raise KeyError("k")
+
+        @agenttrace.step("async")
+        async def af():
+            raise ValueError("v")
+
+        @agenttrace.step("gen")
+        def g():
+            yield 1
+            raise RuntimeError("r")
+
+        @agenttrace.step("agen")
+        async def ag():
+            yield 1
+            raise TypeError("t")
+
+        async def main():
+            for call in (f, lambda: list(g())):
+                try:
+                    call()
+                except Exception as exc:
+                    print(type(exc).__name__)
+            try:
+                await af()
+            except ValueError:
+                print("ValueError")
+            try:
+                [i async for i in ag()]
+            except TypeError:
+                print("TypeError")
+
+        asyncio.run(main())
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["KeyError", "RuntimeError", "ValueError", "TypeError"]
+    spans = spans_by_name(load(tmp_path))
+    for name, message in (
+        ("sync", "KeyError"),
+        ("async", "ValueError"),
+        ("gen", "RuntimeError"),
+        ("agen", "TypeError"),
+    ):
+        assert spans[name]["status"] == "error", name
+        assert message in spans[name]["status_message"]
