@@ -45,6 +45,16 @@ def main():
     claude = anthropic.Anthropic(base_url=URL, api_key="sk-ant-test-not-real")
     msg = claude.messages.create(model="c", max_tokens=50, messages=[{"role": "user", "content": "Say hi"}])
     print("claude", msg.content[0].text)
+    with claude.messages.stream(model="c", max_tokens=50, messages=[{"role": "user", "content": "Stream hi"}]) as stream:
+        print("claude stream", "".join(stream.text_stream))
+    async def async_llm():
+        aclient = openai.AsyncOpenAI(base_url=URL + "/v1", api_key="sk-test-not-real")
+        parts = []
+        async for chunk in await aclient.chat.completions.create(model="m", messages=messages[:1], stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+        return "".join(parts)
+    print("async stream", asyncio.run(async_llm()))
     async def fan_out():
         async with httpx2.AsyncClient() as http:
             rs = await asyncio.gather(*[http.get(URL + f"/weather?city={c}") for c in ("Oslo", "Lima", "Rome")])
@@ -84,7 +94,7 @@ def test_full_agent_replays_byte_identical_with_no_requests(tmp_path, llm_server
     doc = json.loads((tmp_path / ".agenttrace" / "last.json").read_text())
     clients = {e["client"] for e in doc["events"] if e["kind"] == "http"}
     assert {"httpx2", "urllib3", "http.client"} <= clients, clients
-    assert len([e for e in doc["events"] if e["kind"] == "http"]) == 8
+    assert len([e for e in doc["events"] if e["kind"] == "http"]) == 10
     served_before = llm_server.request_count
 
     replayed = replay(tmp_path, llm_server, level)
