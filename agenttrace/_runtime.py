@@ -158,7 +158,8 @@ class Runtime:
         return Resource.create({SERVICE_NAME: self.settings.service_name or "agent"})
 
     def start(self) -> None:
-        """Wire exporters and instrumentors, then open the implicit run."""
+        """Wire exporters and instrumentors, seed, and (replay) close the sandbox. The implicit
+        run opens on first use (see ``current_run``)."""
         settings = self.settings
         if settings.replaying or not settings.api_key:
             from .exporters.local import LocalStore
