@@ -303,6 +303,8 @@ class BackendSpanProcessor(SpanProcessor):
         self._abandoned = False
         self._in_flight: tuple[bytes, int] | None = None
         self._dropped = 0
+        self._sent = 0  # spans the backend acknowledged, and spans spooled: the exit summary
+        self._spooled = 0
         self._encode_warned = False
         self._stopped_reason: str | None = None  # auth/config failure: spool, never send again
         self._circuit_until = 0.0
@@ -363,6 +365,22 @@ class BackendSpanProcessor(SpanProcessor):
                 f"{self._dropped} spans were dropped because the export queue was full "
                 f"({self.tuning.max_queue} spans)"
             )
+        self._summarise()
+
+    def _summarise(self) -> None:
+        """The one line at exit saying where the trace went (a refused key or URL has said it)."""
+        if self._stopped_reason is not None:
+            return
+        parts = []
+        if self._sent:
+            parts.append(f"{self._sent} spans sent to {self._api_url}")
+        if self._spooled:
+            parts.append(
+                f"{self._spooled} spans spooled to {self.spool.directory} (delivered by the next "
+                "run or `agenttrace flush`)"
+            )
+        if parts:
+            print(f"agenttrace: {'; '.join(parts)}", file=sys.stderr, flush=True)
 
     # -- worker -----------------------------------------------------------------------------
 
@@ -452,6 +470,7 @@ class BackendSpanProcessor(SpanProcessor):
                 timeout = min(timeout, remaining)
             outcome = self._sender.post(payload, timeout)
             if outcome.kind == "ok":
+                self._sent += spans
                 self._on_success()
                 return
             if outcome.kind == "too_large":
@@ -533,6 +552,7 @@ class BackendSpanProcessor(SpanProcessor):
 
     def _spool(self, payload: bytes, spans: int) -> None:
         if self.spool.write(payload, spans):
+            self._spooled += spans
             self._spooled_since_success = True
 
     def _keep(self, payload: bytes, spans: int) -> None:

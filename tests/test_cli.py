@@ -139,6 +139,8 @@ def test_an_agent_run_lands_in_the_backend_and_pull_last_replays_it_offline(
     recorded = run_python(AGENT, env=env, cwd=tmp_path)
     assert recorded.returncode == 0, recorded.stderr
     assert not (tmp_path / ".agenttrace" / "last.json").exists()  # it went to the backend
+    assert recorded.stderr.splitlines()[-1].startswith("agenttrace: ")
+    assert f"spans sent to {server}" in recorded.stderr.splitlines()[-1]
 
     listing = requests.get(
         server + "/api/v1/traces", headers={"Authorization": f"Bearer {KEY}"}, timeout=10
@@ -249,6 +251,8 @@ def test_an_agent_with_the_backend_down_finishes_and_flush_delivers(
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 20  # interpreter start-up dominates; the export is bounded
     assert any((tmp_path / "spool").rglob("*.otlp.gz"))
+    last_line = result.stderr.splitlines()[-1]
+    assert "spans spooled to" in last_line and "agenttrace flush" in last_line
 
     no_key = cli("flush", AGENTTRACE_SPOOL_DIR=str(tmp_path / "spool"))
     assert no_key.returncode == 2 and "AGENTTRACE_API_KEY" in no_key.stderr
