@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
@@ -226,18 +227,26 @@ class _StepScope(_Scope):
 class _ScopeUser:
     """Context manager and decorator over a fresh scope per use."""
 
-    def _new_scope(self) -> _Scope:
+    def __init__(self) -> None:
+        # Open scopes per thread and asyncio task: one object (a module-level step, say) may be
+        # entered from several at once, and each exit must close its own entry.
+        self._open: contextvars.ContextVar[tuple[tuple[_Scope, object], ...]] = (
+            contextvars.ContextVar(f"agenttrace-{type(self).__name__}-{id(self)}", default=())
+        )
+
+    def _new_scope(self, fn: Callable[..., Any] | None = None) -> _Scope:
         raise NotImplementedError
 
     def __enter__(self) -> Any:
         scope = self._new_scope()
         scope.start()
         token = otel_context.attach(scope.context())
-        self._stack().append((scope, token))
+        self._open.set((*self._open.get(), (scope, token)))
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        scope, token = self._stack().pop()
+        *rest, (scope, token) = self._open.get()
+        self._open.set(tuple(rest))
         try:
             scope.finish(exc)
         finally:
@@ -249,46 +258,58 @@ class _ScopeUser:
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def _stack(self) -> list[tuple[_Scope, object]]:
-        # Per thread/task-safe enough: one object is normally used by one flow at a time; keep a
-        # stack so nested reuse of the same object still pairs enters with exits.
-        stack = self.__dict__.setdefault("_scopes", [])
-        return stack
-
     def __call__(self, fn: F) -> F:
-        return _decorate(fn, self._new_scope)  # type: ignore[return-value]
+        return _decorate(fn, lambda: self._new_scope(fn))  # type: ignore[return-value]
+
+
+def _name_of(fn: Callable[..., Any] | None) -> str | None:
+    return getattr(fn, "__qualname__", None) if fn is not None else None
 
 
 class run(_ScopeUser):  # noqa: N801 - reads as a verb in user code: @agenttrace.run(...)
-    """One agent run = one trace. Use as ``@agenttrace.run(name=...)`` or ``with agenttrace.run(...)``.
+    """One agent run = one trace. Use as ``@agenttrace.run(name=...)``, bare ``@agenttrace.run``
+    or ``with agenttrace.run(...)``. A decorated function's run is named after it by default.
 
     The run's root span ends with status ``error`` if the body raises (or exits non-zero).
     """
 
+    def __new__(cls, name: Any = None) -> Any:
+        if callable(name):  # bare @agenttrace.run
+            return cls()(name)
+        return super().__new__(cls)
+
     def __init__(self, name: str | None = None) -> None:
+        super().__init__()
         self.name = name
 
-    def _new_scope(self) -> _Scope:
-        return _RunScope(self.name)
+    def _new_scope(self, fn: Callable[..., Any] | None = None) -> _Scope:
+        return _RunScope(self.name or _name_of(fn))
 
 
 class step(_ScopeUser):  # noqa: N801
     """A named unit of agent work inside a run: ``with agenttrace.step("Planning", type="thought"):``.
 
+    Also a decorator (bare ``@agenttrace.step`` names the step after the function).
     ``input`` is recorded (filtered); ``filter`` — field names, regexes or a callable
     ``event -> event | None`` — applies to every event inside the step, nested steps included.
     """
 
+    def __new__(cls, name: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if callable(name):  # bare @agenttrace.step
+            return cls(_name_of(name) or "step")(name)
+        return super().__new__(cls)
+
     def __init__(
         self, name: str, type: str | None = None, input: Any = None, filter: Any = None
     ) -> None:  # noqa: A002
+        super().__init__()
         self.name = name
         self.type = type
         self.input = input
         self.filter = filter
         Rules.parse(filter)  # fail early on a malformed filter
 
-    def _new_scope(self) -> _Scope:
+    def _new_scope(self, fn: Callable[..., Any] | None = None) -> _Scope:
         return _StepScope(self.name, self.type, self.input, self.filter)
 
 

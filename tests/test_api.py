@@ -333,3 +333,43 @@ def test_a_failing_step_of_every_kind_is_marked_error_and_reraises(tmp_path):
     ):
         assert spans[name]["status"] == "error", name
         assert message in spans[name]["status_message"]
+
+
+def test_bare_decorators_and_one_step_object_shared_by_threads(tmp_path):
+    result = run_python(
+        """
+        import threading
+        import agenttrace
+        agenttrace.init()
+        SHARED = agenttrace.step("shared", type="tool_call")
+
+        @agenttrace.step
+        def helper():
+            return 1
+
+        def worker(barrier):
+            with SHARED:
+                barrier.wait()  # both threads are inside the same step object at once
+                helper()
+
+        @agenttrace.run
+        def main_agent():
+            barrier = threading.Barrier(2)
+            threads = [threading.Thread(target=worker, args=(barrier,)) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        main_agent()
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = load(tmp_path)
+    assert doc["run"]["name"] == "main_agent"
+    shared = [s for s in doc["spans"] if s["name"] == "shared"]
+    helpers = [s for s in doc["spans"] if s["name"] == "helper"]
+    assert len(shared) == 2 and len(helpers) == 2
+    assert all(s["end"] for s in shared)
+    assert sorted(h["parent_id"] for h in helpers) == sorted(s["span_id"] for s in shared)
