@@ -230,9 +230,39 @@ def _text(value: Any) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
+class _Arguments:
+    """``urlopen``'s arguments by name, bound without ``inspect.Signature.bind`` (which costs
+    about as much as the rest of a capture). ``named`` is what the capture reads and may swap a
+    one-shot body in; ``call`` hands everything back to urllib3."""
+
+    def __init__(self, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        if len(args) > len(names):
+            raise TypeError("too many positional arguments")
+        self.named: dict[str, Any] = dict(zip(names, args, strict=False))
+        extra: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in self.named:
+                raise TypeError(f"multiple values for {key!r}")
+            if key in names:
+                self.named[key] = value
+            else:
+                extra[key] = value
+        if "method" not in self.named or "url" not in self.named:
+            raise TypeError("method and url are required")
+        self.named["response_kw"] = extra
+
+    def call(self, original: Any, pool: Any) -> Any:
+        named = {k: v for k, v in self.named.items() if k != "response_kw"}
+        return original(pool, **named, **self.named["response_kw"])
+
+
 def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
     original = pool_class.urlopen
-    signature = inspect.signature(original)
+    names = tuple(
+        name
+        for name, p in inspect.signature(original).parameters.items()
+        if name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    )
 
     def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
         # A retry or redirect inside our call is part of it; with nothing recording, the call
@@ -240,23 +270,23 @@ def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
         if _IN_URLOPEN.get() or not intercepting():
             return original(self, *args, **kwargs)
         try:
-            bound = signature.bind(self, *args, **kwargs)
+            bound = _Arguments(names, args, kwargs)
         except TypeError:  # the caller's own mistake: urllib3 says so
             return original(self, *args, **kwargs)
         try:
-            call = _prepare(self, bound.arguments)
+            call = _prepare(self, bound.named)
         except Exception:
             logger.exception("agenttrace: could not capture a urllib3 request")
-            return original(*bound.args, **bound.kwargs)
+            return bound.call(original, self)
         exchange = begin(call)
         if exchange is None:
-            return original(*bound.args, **bound.kwargs)
+            return bound.call(original, self)
         if exchange.answer is not None:
-            return _replay(module, self, exchange, bound.arguments)
+            return _replay(module, self, exchange, bound.named)
         token = _IN_URLOPEN.set(True)
         try:
             with exchange.sending(details=describe_error):
-                response = original(*bound.args, **bound.kwargs)
+                response = bound.call(original, self)
         finally:
             _IN_URLOPEN.reset(token)
         _adopt(exchange, response)
