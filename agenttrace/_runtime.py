@@ -195,6 +195,7 @@ class Runtime:
             self._travel = time_machine.travel(self.run_facts["clock_start"], tick=True)
             self._travel.start()
             _warm_platform_caches()
+            _exempt_machine_probes(self.governance)
             self.governance.activate()
         _entropy.install(self)
         self.capturing = True
@@ -469,6 +470,24 @@ def _warm_platform_caches() -> None:
             probe()
         except Exception:
             pass
+
+
+def _exempt_machine_probes(governance: Governance) -> None:
+    """``uuid.getnode()`` (behind ``uuid1``) may run ``ip link`` / ``ifconfig`` to find a MAC
+    address: a fact about the machine, like ``platform``, not agent I/O. It runs outside the
+    sandbox, on demand (warming it would cost every replay a subprocess)."""
+    import uuid
+
+    original = uuid.getnode
+    if getattr(original, "_agenttrace_exempt", False):
+        return
+
+    def getnode() -> int:
+        with governance.exempt():
+            return original()
+
+    getnode._agenttrace_exempt = True  # type: ignore[attr-defined]
+    uuid.getnode = getnode
 
 
 def install(runtime: Runtime) -> None:

@@ -244,3 +244,18 @@ print(httpx2.get(os.environ["URL"] + "/status/404").status_code)
     replayed = replay(tmp_path, llm_server, "governance", script, env)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
+
+
+def test_machine_probes_of_sdks_and_uuid1_are_not_sandbox_escapes(tmp_path, llm_server):
+    # platform.processor() runs `uname -p` (the OpenAI/Anthropic SDKs call it for their headers)
+    # and uuid.getnode() may run `ip link`: facts about the machine, not agent I/O.
+    script = """
+import platform, uuid, agenttrace
+agenttrace.init()
+print(bool(platform.processor() is not None), uuid.uuid1().node == uuid.getnode())
+"""
+    recorded = record(tmp_path, llm_server, script)
+    replayed = replay(tmp_path, llm_server, "governance", script)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
+    assert "SandboxEscape" not in replayed.stderr
