@@ -52,7 +52,9 @@ class RunHandle:
         self.events: list[dict[str, Any]] = []
         self.failed: str | None = None
         self.ended = False
-        self.activity = 0  # steps and calls inside it; an empty implicit run is not written
+        self.activity = 0  # steps and calls inside it
+        # An implicit run with nothing in it is not written when explicit runs held the work.
+        self.discard_if_empty = False
         self.span = runtime.tracer.start_span(
             name,
             context=otel_context.Context(),  # a run is always a new trace
@@ -85,6 +87,7 @@ class Runtime:
         self._seq = itertools.count(1)
         self._runs: list[RunHandle] = []  # open runs, innermost last
         self._implicit: RunHandle | None = None
+        self._explicit_runs = 0
         self._pending: list[dict[str, Any]] = []  # non-HTTP events seen before any run opened
         self._open: dict[int, Exchange] = {}
         self.exit_code: int | None = None
@@ -209,6 +212,7 @@ class Runtime:
     def open_run(self, name: str, implicit: bool = False) -> RunHandle:
         run = RunHandle(self, name, implicit)
         with _lock:
+            self._explicit_runs += 0 if implicit else 1
             self._runs.append(run)
             # Entropy drawn before any run (module-level code after init) belongs to the run that
             # follows: replaying that run re-executes the same code.
@@ -434,8 +438,12 @@ class Runtime:
             exchange.close()
         failure = self.failure
         with _lock:
-            if self._pending and self._implicit is None:
+            # A process that recorded no run at all still gets its (empty) trace, so the run can
+            # be found and replayed like any other.
+            if self._implicit is None and (self._pending or not self._explicit_runs):
                 self._implicit = self.open_run(self.settings.service_name or "agent", implicit=True)
+            if self._implicit is not None:
+                self._implicit.discard_if_empty = self._explicit_runs > 0
             runs = list(reversed(self._runs))
             self._shutdown_done = True
         for run in runs:

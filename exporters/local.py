@@ -147,8 +147,8 @@ class LocalStore:
                     spans[i] = span_to_record(span)
             spans = list(spans)
             run = self._runs[trace_id]
-        if run.implicit and len(spans) <= 1 and not run.events:
-            return  # nothing happened in the implicit run (an explicit run held the work)
+        if run.discard_if_empty and len(spans) <= 1 and not run.events:
+            return  # nothing happened in the implicit run (explicit runs held the work)
         document = _trace.build_document(spans)
         path = os.path.join(self.directory, "traces", f"{document['trace_id']}.json")
         # Streamed to disk, then copied: the document as one string would multiply the peak

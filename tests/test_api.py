@@ -373,3 +373,25 @@ def test_bare_decorators_and_one_step_object_shared_by_threads(tmp_path):
     assert len(shared) == 2 and len(helpers) == 2
     assert all(s["end"] for s in shared)
     assert sorted(h["parent_id"] for h in helpers) == sorted(s["span_id"] for s in shared)
+
+
+def test_a_process_that_recorded_nothing_still_writes_its_run(tmp_path):
+    result = run_python("import agenttrace\nagenttrace.init()\nprint('quiet')\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = load(tmp_path)
+    assert doc["run"]["name"] == "script" and doc["events"] == []
+
+
+def test_an_explicit_run_is_not_followed_by_an_empty_implicit_trace(tmp_path):
+    result = run_python(
+        """
+        import agenttrace
+        agenttrace.init()
+        with agenttrace.run("only"):
+            pass
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path)["run"]["name"] == "only"
+    assert len(list((tmp_path / ".agenttrace" / "traces").iterdir())) == 1
