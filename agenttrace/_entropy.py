@@ -8,6 +8,7 @@ Python has no audit events for entropy, so the functions themselves are patched:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
@@ -105,6 +106,15 @@ def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
     if rt is None or _context.in_call():
         return _ORIG_GETADDRINFO(host, port, *args, **kwargs)
     return rt.dns_lookup(host, port, lambda: _ORIG_GETADDRINFO(host, port, *args, **kwargs))
+
+
+def current_task_name() -> str | None:
+    """The running asyncio task's name (``Task-N`` in creation order), if any."""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return None
+    task = asyncio.current_task(loop)
+    return task.get_name() if task is not None else None
 
 
 def encode(data: bytes) -> str:

@@ -75,7 +75,12 @@ class ReplayEngine:
         # The same calls by their exact bytes: a call that reproduces its recorded request byte
         # for byte (the usual case) is matched without parsing or redacting it.
         self._exact: dict[tuple[str, str, bytes], deque[dict[str, Any]]] = {}
-        self._entropy: dict[tuple[str, int], deque[bytes]] = {}
+        # Entropy in recorded order, and per asyncio task: parallel tasks draw in the order the
+        # network answered when recording but in another order when served instantly, so a
+        # task gets back what it drew (tasks are named in creation order), else the next in line.
+        self._entropy: dict[tuple[str, int], deque[tuple[int, bytes]]] = {}
+        self._entropy_by_task: dict[tuple[str, str, int], deque[tuple[int, bytes]]] = {}
+        self._entropy_served: set[int] = set()
         self._seeds: deque[int] = deque()
         self._dns: dict[tuple[str, str], deque[Any]] = {}
         self._unplayed: dict[int, dict[str, Any]] = {}
@@ -91,7 +96,11 @@ class ReplayEngine:
                     self._seeds.append(int(event["value"]))
                 else:
                     data = base64.b64decode(event["data"])
-                    self._entropy.setdefault((event["source"], len(data)), deque()).append(data)
+                    item = (event["seq"], data)
+                    self._entropy.setdefault((event["source"], len(data)), deque()).append(item)
+                    if event.get("task"):
+                        key = (event["task"], event["source"], len(data))
+                        self._entropy_by_task.setdefault(key, deque()).append(item)
             elif kind == "dns":
                 self._dns.setdefault((event["host"], str(event.get("port"))), deque()).append(
                     event["result"]
@@ -146,10 +155,18 @@ class ReplayEngine:
 
     # -- entropy and DNS -------------------------------------------------------------------------
 
-    def entropy(self, source: str, n: int) -> bytes | None:
+    def entropy(self, source: str, n: int, task: str | None = None) -> bytes | None:
         with self._lock:
-            queue = self._entropy.get((source, n))
-            return queue.popleft() if queue else None
+            queues = [self._entropy.get((source, n))]
+            if task is not None:
+                queues.insert(0, self._entropy_by_task.get((task, source, n)))
+            for queue in queues:
+                while queue:
+                    seq, data = queue.popleft()
+                    if seq not in self._entropy_served:  # each draw sits in both queues
+                        self._entropy_served.add(seq)
+                        return data
+            return None
 
     def seed(self) -> int | None:
         with self._lock:

@@ -376,7 +376,7 @@ class Runtime:
 
     def entropy_bytes(self, source: str, size: int, real: Callable[[int], bytes]) -> bytes:
         if self.engine is not None:
-            data = self.engine.entropy(source, size)
+            data = self.engine.entropy(source, size, _entropy.current_task_name())
             if data is None:
                 assert self.governance is not None
                 self.governance.escape(
@@ -386,7 +386,11 @@ class Runtime:
                 data = real(size)
         else:
             data = real(size)
-        self._record({"kind": "entropy", "source": source, "data": _entropy.encode(data)})
+        event = {"kind": "entropy", "source": source, "data": _entropy.encode(data)}
+        task = _entropy.current_task_name()
+        if task is not None:
+            event["task"] = task
+        self._record(event)
         return data
 
     def entropy_seed(self, real: Callable[[], int]) -> int:

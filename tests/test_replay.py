@@ -259,3 +259,32 @@ print(bool(platform.processor() is not None), uuid.uuid1().node == uuid.getnode(
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
     assert "SandboxEscape" not in replayed.stderr
+
+
+PARALLEL_TOOLS = """
+import asyncio, os, uuid
+import httpx2, agenttrace
+agenttrace.init()
+URL = os.environ["URL"]
+
+async def tool(client, i):
+    # Live, the calls finish in reverse order; replayed, they are answered at once. Each task
+    # must still get back the uuid it drew, or its next request differs from the recording.
+    await client.get(f"{URL}/slow?seconds={0.05 * (3 - i)}")
+    call_id = str(uuid.uuid4())
+    await client.post(f"{URL}/echo", json={"tool": i, "call_id": call_id})
+    return i, call_id
+
+async def main():
+    async with httpx2.AsyncClient() as client:
+        print(await asyncio.gather(*[tool(client, i) for i in range(3)]))
+
+asyncio.run(main())
+"""
+
+
+def test_parallel_tasks_get_back_their_own_entropy(tmp_path, llm_server):
+    recorded = record(tmp_path, llm_server, PARALLEL_TOOLS)
+    replayed = replay(tmp_path, llm_server, "governance", PARALLEL_TOOLS)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
