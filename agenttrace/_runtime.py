@@ -321,6 +321,8 @@ class Runtime:
                 recorded = self.engine.take(redacted)
                 if recorded is None:
                     self._diverged(redacted, step.name if step else None)
+        if recorded is not None and recorded.get("dropped"):
+            self._dropped_answer(recorded)
         answer = Answer(recorded) if recorded is not None else None
         run = self.current_run()
         if run is not None:
@@ -338,6 +340,17 @@ class Runtime:
         )
         self._open[id(exchange)] = exchange  # dict set/pop are atomic under the GIL
         return exchange
+
+    def _dropped_answer(self, recorded: dict[str, Any]) -> None:
+        """A step filter dropped this call's payloads when recording: only its status is left,
+        so the agent would silently get an empty answer."""
+        assert self.governance is not None
+        where = f" in step {recorded['step']!r}" if recorded.get("step") else ""
+        self.governance.divergence(
+            f"cannot replay {recorded['request']['method']} {recorded['request']['url']}{where}: "
+            "its payloads were dropped by a step filter when it was recorded, so only an empty "
+            "answer is left. Have the filter redact fields instead of returning None."
+        )
 
     def _diverged(self, request: dict[str, Any], step: str | None) -> None:
         assert self.engine is not None and self.governance is not None

@@ -288,3 +288,23 @@ def test_parallel_tasks_get_back_their_own_entropy(tmp_path, llm_server):
     replayed = replay(tmp_path, llm_server, "governance", PARALLEL_TOOLS)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
+
+
+DROPPING_AGENT = """
+import os, httpx2, agenttrace
+agenttrace.init()
+with agenttrace.step("bin", filter=lambda event: None):  # keep nothing of these calls
+    print(len(httpx2.get(os.environ["URL"] + "/binary").content))
+"""
+
+
+def test_an_answer_dropped_by_a_filter_cannot_be_replayed_silently(tmp_path, llm_server):
+    recorded = record(tmp_path, llm_server, DROPPING_AGENT)
+    assert recorded.stdout == "256\n"
+    strict = replay(tmp_path, llm_server, "governance", DROPPING_AGENT)
+    assert strict.returncode != 0
+    assert "payloads were dropped by a step filter" in strict.stderr and "'bin'" in strict.stderr
+    relaxed = replay(tmp_path, llm_server, "relaxed", DROPPING_AGENT)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert relaxed.stdout == "0\n"  # only the status survived the filter
+    assert "WARNING" in relaxed.stderr and "dropped by a step filter" in relaxed.stderr
