@@ -197,9 +197,6 @@ class _StepScope(_Scope):
         span = runtime.tracer.start_span(
             self.name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
-        run = runtime.current_run()
-        if run is not None:
-            run.activity += 1
         self.state = _context.StepState(self.name, rules, span)
         base = parent if parent is not None else otel_context.get_current()
         self._ctx = _context.with_step(self.state, trace.set_span_in_context(span, base))

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,6 +254,3 @@ def _names_value(name: str, value: Any, source: str) -> tuple[str, ...]:
             f"{name}={value!r} (from {source}) must be a list of key names (or a comma-separated string)"
         )
     return tuple(v.strip().lower() for v in value if v.strip())
-
-
-MaskSpec = tuple[str, ...] | Callable[[str], str]

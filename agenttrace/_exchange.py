@@ -152,7 +152,6 @@ class Exchange:
         self._response: dict[str, Any] | None = None
         self._error: dict[str, Any] | None = None
         self._decoder: _body.ContentDecoder | None = None
-        self._parts: list[bytes] = []
         self._chunks: list[tuple[float, bytearray]] = []
         self._last_chunk_at = -1.0
         self._done = False

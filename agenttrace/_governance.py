@@ -35,10 +35,6 @@ class Governance:
         self.passthrough = 0  # live calls let through in relaxed mode (their sockets are expected)
         self._local = threading.local()
 
-    @property
-    def level(self) -> str:
-        return "governance" if self.strict else "relaxed"
-
     def violate(self, exc_type: type[GovernanceViolation], message: str) -> None:
         """Record a violation; raise it under governance, warn (once per message) when relaxed."""
         with self._lock:

@@ -48,18 +48,6 @@ logger = logging.getLogger("agenttrace")
 
 _QUOTED_MARKER = f'"{MARKER}"'
 
-# Kept for readers looking for "which headers": the key patterns cover these and more.
-DEFAULT_SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-    }
-)
 
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_\-]{0,20}) +\S")
@@ -639,10 +627,6 @@ def stub(event: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     kept["redacted"] = ["*"]
     kept["dropped"] = True
     return kept
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=repr, sort_keys=False)
 
 
 def scrub_span(span: Any, redactor: Redactor | None = None) -> Any:

@@ -52,7 +52,6 @@ class RunHandle:
         self.events: list[dict[str, Any]] = []
         self.failed: str | None = None
         self.ended = False
-        self.activity = 0  # steps and calls inside it
         # An implicit run with nothing in it is not written when explicit runs held the work.
         self.discard_if_empty = False
         self.span = runtime.tracer.start_span(
@@ -325,8 +324,6 @@ class Runtime:
             self._dropped_answer(recorded)
         answer = Answer(recorded) if recorded is not None else None
         run = self.current_run()
-        if run is not None:
-            run.activity += 1
         exchange = Exchange(
             self,
             call,
@@ -523,10 +520,6 @@ def install(runtime: Runtime) -> None:
 def uninstall() -> None:
     global _runtime
     _runtime = None
-
-
-def seed_global_random(seed: int) -> None:
-    random.seed(seed)
 
 
 _exit_tracked = False

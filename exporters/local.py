@@ -7,7 +7,6 @@ run, ``<dir>/last-failure.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -175,8 +174,3 @@ class LocalStore:
             f"agenttrace: {self.last_events} events recorded → {self.last_path} (also {also})\n"
         )
         sys.stderr.flush()
-
-
-def read_document(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
