@@ -6,6 +6,8 @@ OTel context travels: asyncio tasks, and the threads we propagate context into.
 
 from __future__ import annotations
 
+import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ from opentelemetry import context as otel_context
 from ._redaction import EMPTY, Rules
 
 _STEP_KEY = otel_context.create_key("agenttrace-step")
+_FLOW_KEY = otel_context.create_key("agenttrace-flow")
 _IN_CALL_KEY = otel_context.create_key("agenttrace-in-call")
 
 
@@ -37,6 +40,26 @@ def current_rules() -> Rules:
 
 def with_step(state: StepState, ctx: otel_context.Context | None = None) -> otel_context.Context:
     return otel_context.set_value(_STEP_KEY, state, ctx)
+
+
+# A flow names a line of work reproducibly: "main", then "main/job3" for the third job it
+# submitted to an executor, "main/thread1" for the first thread it started, and so on. Which OS
+# thread runs a job varies from run to run; the order in which one flow starts work does not.
+_flow_counters: dict[tuple[str, str], itertools.count[int]] = {}
+_flow_lock = threading.Lock()
+
+
+def current_flow() -> str:
+    return otel_context.get_value(_FLOW_KEY) or "main"  # type: ignore[return-value]
+
+
+def child_flow(kind: str, ctx: otel_context.Context) -> otel_context.Context:
+    """``ctx`` for the next piece of work of ``kind`` that the current flow starts."""
+    parent = current_flow()
+    with _flow_lock:
+        counter = _flow_counters.setdefault((parent, kind), itertools.count(1))
+        n = next(counter)
+    return otel_context.set_value(_FLOW_KEY, f"{parent}/{kind}{n}", ctx)
 
 
 def in_call() -> bool:

@@ -108,13 +108,13 @@ def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
     return rt.dns_lookup(host, port, lambda: _ORIG_GETADDRINFO(host, port, *args, **kwargs))
 
 
-def current_task_name() -> str | None:
-    """The running asyncio task's name (``Task-N`` in creation order), if any."""
+def current_flow() -> str:
+    """Who is drawing: the flow (see ``_context``), and the asyncio task (``Task-N``, named in
+    creation order) within it."""
+    flow = _context.current_flow()
     loop = asyncio._get_running_loop()
-    if loop is None:
-        return None
-    task = asyncio.current_task(loop)
-    return task.get_name() if task is not None else None
+    task = asyncio.current_task(loop) if loop is not None else None
+    return f"{flow}|{task.get_name()}" if task is not None else flow
 
 
 def encode(data: bytes) -> str:

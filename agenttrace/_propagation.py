@@ -7,11 +7,16 @@ opentelemetry-instrumentation-threading), not every ContextVar of the applicatio
 
 from __future__ import annotations
 
+import concurrent.futures.thread
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opentelemetry import context as otel_context
+
+from . import _context
+
+_EXECUTOR_WORKER = getattr(concurrent.futures.thread, "_worker", None)
 
 _installed = False
 
@@ -25,7 +30,7 @@ def install() -> None:
     original_start = threading.Thread.start
 
     def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        ctx = otel_context.get_current()
+        ctx = _context.child_flow("job", otel_context.get_current())
 
         def call_in_context(*a: Any, **kw: Any) -> Any:
             token = otel_context.attach(ctx)
@@ -38,6 +43,10 @@ def install() -> None:
 
     def start(self: threading.Thread) -> None:
         ctx = otel_context.get_current()
+        if getattr(self, "_target", None) is not _EXECUTOR_WORKER:
+            # An executor spawns its workers on demand, as timing allows: they get no flow of
+            # their own (their jobs do), so they do not shift the numbering of real threads.
+            ctx = _context.child_flow("thread", ctx)
         target_run = self.run  # bound: also covers subclasses that override run()
 
         def run_in_context() -> None:

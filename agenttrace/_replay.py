@@ -75,11 +75,11 @@ class ReplayEngine:
         # The same calls by their exact bytes: a call that reproduces its recorded request byte
         # for byte (the usual case) is matched without parsing or redacting it.
         self._exact: dict[tuple[str, str, bytes], deque[dict[str, Any]]] = {}
-        # Entropy in recorded order, and per asyncio task: parallel tasks draw in the order the
-        # network answered when recording but in another order when served instantly, so a
-        # task gets back what it drew (tasks are named in creation order), else the next in line.
+        # Entropy in recorded order, and per flow (thread job or asyncio task): parallel work
+        # draws in the order the network answered when recording but in another order when
+        # served instantly, so a flow gets back what it drew, else the next in line.
         self._entropy: dict[tuple[str, int], deque[tuple[int, bytes]]] = {}
-        self._entropy_by_task: dict[tuple[str, str, int], deque[tuple[int, bytes]]] = {}
+        self._entropy_by_flow: dict[tuple[str, str, int], deque[tuple[int, bytes]]] = {}
         self._entropy_served: set[int] = set()
         self._seeds: deque[int] = deque()
         self._dns: dict[tuple[str, str], deque[Any]] = {}
@@ -98,9 +98,9 @@ class ReplayEngine:
                     data = base64.b64decode(event["data"])
                     item = (event["seq"], data)
                     self._entropy.setdefault((event["source"], len(data)), deque()).append(item)
-                    if event.get("task"):
-                        key = (event["task"], event["source"], len(data))
-                        self._entropy_by_task.setdefault(key, deque()).append(item)
+                    if event.get("flow"):
+                        key = (event["flow"], event["source"], len(data))
+                        self._entropy_by_flow.setdefault(key, deque()).append(item)
             elif kind == "dns":
                 self._dns.setdefault((event["host"], str(event.get("port"))), deque()).append(
                     event["result"]
@@ -155,11 +155,11 @@ class ReplayEngine:
 
     # -- entropy and DNS -------------------------------------------------------------------------
 
-    def entropy(self, source: str, n: int, task: str | None = None) -> bytes | None:
+    def entropy(self, source: str, n: int, flow: str | None = None) -> bytes | None:
         with self._lock:
             queues = [self._entropy.get((source, n))]
-            if task is not None:
-                queues.insert(0, self._entropy_by_task.get((task, source, n)))
+            if flow is not None:
+                queues.insert(0, self._entropy_by_flow.get((flow, source, n)))
             for queue in queues:
                 while queue:
                     seq, data = queue.popleft()

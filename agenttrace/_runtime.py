@@ -386,7 +386,7 @@ class Runtime:
 
     def entropy_bytes(self, source: str, size: int, real: Callable[[int], bytes]) -> bytes:
         if self.engine is not None:
-            data = self.engine.entropy(source, size, _entropy.current_task_name())
+            data = self.engine.entropy(source, size, _entropy.current_flow())
             if data is None:
                 assert self.governance is not None
                 self.governance.escape(
@@ -397,9 +397,7 @@ class Runtime:
         else:
             data = real(size)
         event = {"kind": "entropy", "source": source, "data": _entropy.encode(data)}
-        task = _entropy.current_task_name()
-        if task is not None:
-            event["task"] = task
+        event["flow"] = _entropy.current_flow()
         self._record(event)
         return data
 

@@ -308,3 +308,30 @@ def test_an_answer_dropped_by_a_filter_cannot_be_replayed_silently(tmp_path, llm
     assert relaxed.returncode == 0, relaxed.stderr
     assert relaxed.stdout == "0\n"  # only the status survived the filter
     assert "WARNING" in relaxed.stderr and "dropped by a step filter" in relaxed.stderr
+
+
+THREADED_TOOLS = """
+import os, uuid
+from concurrent.futures import ThreadPoolExecutor
+import requests, agenttrace
+agenttrace.init()
+URL = os.environ["URL"]
+
+def tool(i):
+    # Live, the jobs finish in reverse order (and run on whichever worker is free); replayed,
+    # they are answered at once. Each job must still get back the uuid it drew.
+    requests.get(f"{URL}/slow", params={"seconds": 0.05 * (3 - i)})
+    call_id = str(uuid.uuid4())
+    requests.post(f"{URL}/echo", json={"tool": i, "call_id": call_id})
+    return i, call_id
+
+with ThreadPoolExecutor(3) as pool:
+    print(list(pool.map(tool, range(3))))
+"""
+
+
+def test_parallel_thread_jobs_get_back_their_own_entropy(tmp_path, llm_server):
+    recorded = record(tmp_path, llm_server, THREADED_TOOLS)
+    replayed = replay(tmp_path, llm_server, "governance", THREADED_TOOLS)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
