@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,6 @@ from opentelemetry import context as otel_context
 from ._redaction import EMPTY, Rules
 
 _STEP_KEY = otel_context.create_key("agenttrace-step")
-_FLOW_KEY = otel_context.create_key("agenttrace-flow")
 _IN_CALL_KEY = otel_context.create_key("agenttrace-in-call")
 
 
@@ -45,21 +46,34 @@ def with_step(state: StepState, ctx: otel_context.Context | None = None) -> otel
 # A flow names a line of work reproducibly: "main", then "main/job3" for the third job it
 # submitted to an executor, "main/thread1" for the first thread it started, and so on. Which OS
 # thread runs a job varies from run to run; the order in which one flow starts work does not.
+# Kept per thread (a job runs on one thread), not in a context: ``asyncio.to_thread`` runs its
+# function inside a context copied before the job was submitted.
 _flow_counters: dict[tuple[str, str], itertools.count[int]] = {}
 _flow_lock = threading.Lock()
+_running = threading.local()
 
 
 def current_flow() -> str:
-    return otel_context.get_value(_FLOW_KEY) or "main"  # type: ignore[return-value]
+    return getattr(_running, "flow", None) or "main"
 
 
-def child_flow(kind: str, ctx: otel_context.Context) -> otel_context.Context:
-    """``ctx`` for the next piece of work of ``kind`` that the current flow starts."""
+def next_flow(kind: str) -> str:
+    """The name of the next piece of work of ``kind`` that the current flow starts."""
     parent = current_flow()
     with _flow_lock:
         counter = _flow_counters.setdefault((parent, kind), itertools.count(1))
         n = next(counter)
-    return otel_context.set_value(_FLOW_KEY, f"{parent}/{kind}{n}", ctx)
+    return f"{parent}/{kind}{n}"
+
+
+@contextmanager
+def running_as(flow: str | None) -> Iterator[None]:
+    previous = getattr(_running, "flow", None)
+    _running.flow = flow or previous
+    try:
+        yield
+    finally:
+        _running.flow = previous
 
 
 def in_call() -> bool:

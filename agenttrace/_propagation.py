@@ -21,6 +21,13 @@ _EXECUTOR_WORKER = getattr(concurrent.futures.thread, "_worker", None)
 _installed = False
 
 
+def _flow(kind: str) -> str | None:
+    # Work a client does inside an intercepted call (asyncio resolving a host name in the
+    # default executor) happens when recording but not in replay: it gets no flow, so it cannot
+    # shift the numbering of the agent's own work.
+    return None if _context.in_call() else _context.next_flow(kind)
+
+
 def install() -> None:
     global _installed
     if _installed:
@@ -30,12 +37,14 @@ def install() -> None:
     original_start = threading.Thread.start
 
     def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        ctx = _context.child_flow("job", otel_context.get_current())
+        ctx = otel_context.get_current()
+        flow = _flow("job")
 
         def call_in_context(*a: Any, **kw: Any) -> Any:
             token = otel_context.attach(ctx)
             try:
-                return fn(*a, **kw)
+                with _context.running_as(flow):
+                    return fn(*a, **kw)
             finally:
                 otel_context.detach(token)
 
@@ -43,16 +52,16 @@ def install() -> None:
 
     def start(self: threading.Thread) -> None:
         ctx = otel_context.get_current()
-        if getattr(self, "_target", None) is not _EXECUTOR_WORKER:
-            # An executor spawns its workers on demand, as timing allows: they get no flow of
-            # their own (their jobs do), so they do not shift the numbering of real threads.
-            ctx = _context.child_flow("thread", ctx)
+        # An executor spawns its workers on demand, as timing allows: they get no flow of their
+        # own (their jobs do), so they do not shift the numbering of real threads.
+        flow = None if getattr(self, "_target", None) is _EXECUTOR_WORKER else _flow("thread")
         target_run = self.run  # bound: also covers subclasses that override run()
 
         def run_in_context() -> None:
             token = otel_context.attach(ctx)
             try:
-                target_run()
+                with _context.running_as(flow):
+                    target_run()
             finally:
                 otel_context.detach(token)
 

@@ -335,3 +335,31 @@ def test_parallel_thread_jobs_get_back_their_own_entropy(tmp_path, llm_server):
     replayed = replay(tmp_path, llm_server, "governance", THREADED_TOOLS)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
+
+
+ASYNC_DNS_THEN_JOBS = """
+import asyncio, os, uuid
+import httpx2, requests, agenttrace
+agenttrace.init()
+URL = os.environ["URL"]
+
+def job(i):
+    requests.get(f"{URL}/slow", params={"seconds": 0.05 * (2 - i)})
+    return i, str(uuid.uuid4())
+
+async def main():
+    # "localhost" is resolved in asyncio's default executor when recording, not in replay: that
+    # must not renumber the agent's own executor jobs.
+    async with httpx2.AsyncClient() as client:
+        await client.get(URL.replace("127.0.0.1", "localhost") + "/weather?city=Oslo")
+    print(await asyncio.gather(*[asyncio.to_thread(job, i) for i in range(2)]))
+
+asyncio.run(main())
+"""
+
+
+def test_executor_work_inside_a_call_does_not_renumber_the_agents_jobs(tmp_path, llm_server):
+    recorded = record(tmp_path, llm_server, ASYNC_DNS_THEN_JOBS)
+    replayed = replay(tmp_path, llm_server, "governance", ASYNC_DNS_THEN_JOBS)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
