@@ -88,6 +88,17 @@ def replay(tmp_path: Path, server, level: str, script: str = AGENT, env: dict | 
     )
 
 
+def replays_identically(
+    tmp_path: Path, server, script: str = AGENT, env: dict | None = None, level: str = "governance"
+):
+    """Record, replay, and check the replay exited 0 printing exactly what the recording did."""
+    recorded = record(tmp_path, server, script, env)
+    replayed = replay(tmp_path, server, level, script, env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
+    return recorded, replayed
+
+
 @pytest.mark.parametrize("level", ["governance", "relaxed"])
 def test_full_agent_replays_byte_identical_with_no_requests(tmp_path, llm_server, level):
     recorded = record(tmp_path, llm_server)
@@ -239,11 +250,8 @@ except httpx2.ReadTimeout as exc:
 print(httpx2.get(os.environ["URL"] + "/status/404").status_code)
 """
     env = {"DEAD": str(free_port)}
-    recorded = record(tmp_path, llm_server, script, env)
+    recorded, _ = replays_identically(tmp_path, llm_server, script, env)
     assert recorded.stdout == "connect error ConnectError\ntimeout ReadTimeout\n404\n"
-    replayed = replay(tmp_path, llm_server, "governance", script, env)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
 
 
 def test_machine_probes_of_sdks_and_uuid1_are_not_sandbox_escapes(tmp_path, llm_server):
@@ -254,10 +262,7 @@ import platform, uuid, agenttrace
 agenttrace.init()
 print(bool(platform.processor() is not None), uuid.uuid1().node == uuid.getnode())
 """
-    recorded = record(tmp_path, llm_server, script)
-    replayed = replay(tmp_path, llm_server, "governance", script)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
+    _, replayed = replays_identically(tmp_path, llm_server, script)
     assert "SandboxEscape" not in replayed.stderr
 
 
@@ -284,10 +289,7 @@ asyncio.run(main())
 
 
 def test_parallel_tasks_get_back_their_own_entropy(tmp_path, llm_server):
-    recorded = record(tmp_path, llm_server, PARALLEL_TOOLS)
-    replayed = replay(tmp_path, llm_server, "governance", PARALLEL_TOOLS)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
+    replays_identically(tmp_path, llm_server, PARALLEL_TOOLS)
 
 
 DROPPING_AGENT = """
@@ -331,10 +333,7 @@ with ThreadPoolExecutor(3) as pool:
 
 
 def test_parallel_thread_jobs_get_back_their_own_entropy(tmp_path, llm_server):
-    recorded = record(tmp_path, llm_server, THREADED_TOOLS)
-    replayed = replay(tmp_path, llm_server, "governance", THREADED_TOOLS)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
+    replays_identically(tmp_path, llm_server, THREADED_TOOLS)
 
 
 ASYNC_DNS_THEN_JOBS = """
@@ -359,7 +358,4 @@ asyncio.run(main())
 
 
 def test_executor_work_inside_a_call_does_not_renumber_the_agents_jobs(tmp_path, llm_server):
-    recorded = record(tmp_path, llm_server, ASYNC_DNS_THEN_JOBS)
-    replayed = replay(tmp_path, llm_server, "governance", ASYNC_DNS_THEN_JOBS)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
+    replays_identically(tmp_path, llm_server, ASYNC_DNS_THEN_JOBS)
