@@ -11,6 +11,7 @@ def main():
 
 from ._api import get_settings, init, run, set_result, shutdown, step
 from ._config import Settings
+from ._version import VERSION
 from .errors import (
     ConfigError,
     EventsFileError,
@@ -33,4 +34,4 @@ __all__ = [
     "ReplayDivergence",
     "SandboxEscape",
 ]
-__version__ = "0.1.0"
+__version__ = VERSION

@@ -16,8 +16,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import _config, _context, _runtime, _trace
+from . import _config, _context, _session, _trace
 from ._redaction import Rules
+from ._runs import RunHandle
 
 logger = logging.getLogger("agenttrace")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,12 +54,12 @@ def init(
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     with _init_lock:
-        runtime = _runtime.current_runtime()
-        if runtime is not None:
-            ignored = [k for k, v in overrides.items() if getattr(runtime.settings, k, None) != v]
+        session = _session.current()
+        if session is not None:
+            ignored = [k for k, v in overrides.items() if getattr(session.settings, k, None) != v]
             if ignored and not _warned_reinit:
                 _warned_reinit = True
-                if runtime.started_by == "init()":
+                if session.started_by == "init()":
                     logger.warning(
                         "agenttrace.init() was already called; keeping the first configuration "
                         "(ignored: %s)",
@@ -70,38 +71,35 @@ def init(
                     logger.warning(
                         "agenttrace was started by %s from AGENTTRACE_* variables; init() keeps "
                         "that configuration (ignored: %s). Set them as environment variables.",
-                        runtime.started_by,
+                        session.started_by,
                         ", ".join(ignored),
                     )
-            return runtime.settings
+            return session.settings
         settings = _config.resolve(overrides)
-        runtime = _runtime.Runtime(settings)
-        runtime.start()
-        _runtime.track_exit()
+        _session.Session(settings).start()
         return settings
 
 
 def get_settings() -> _config.Settings:
     """The resolved settings: those in force, or what ``init()`` would resolve right now."""
-    runtime = _runtime.current_runtime()
-    return runtime.settings if runtime is not None else _config.resolve({})
+    session = _session.current()
+    return session.settings if session is not None else _config.resolve({})
 
 
 def shutdown() -> None:
     """End open runs, write or flush the trace, and stop intercepting. Also runs at exit."""
-    runtime = _runtime.current_runtime()
-    if runtime is not None:
-        runtime.shutdown()
-        _runtime.uninstall()
+    session = _session.current()
+    if session is not None:
+        session.stop()
 
 
-def _ensure_runtime() -> _runtime.Runtime:
-    runtime = _runtime.current_runtime()
-    if runtime is None:
+def _ensure_session() -> _session.Session:
+    session = _session.current()
+    if session is None:
         init()
-        runtime = _runtime.current_runtime()
-    assert runtime is not None
-    return runtime
+        session = _session.current()
+    assert session is not None
+    return session
 
 
 def _to_json(value: Any) -> str:
@@ -137,12 +135,12 @@ def _failure(exc: BaseException | None) -> str | None:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _record_exception(span: Any, exc: BaseException, runtime: _runtime.Runtime) -> None:
+def _record_exception(span: Any, exc: BaseException, session: _session.Session) -> None:
     """``record_exception`` with the message and traceback scrubbed at the source, so other
     processors on a joined TracerProvider never see a secret an exception message carried."""
     import traceback
 
-    text = runtime.redactor.text
+    text = session.redactor.text
     span.add_event(
         "exception",
         {
@@ -156,11 +154,12 @@ def _record_exception(span: Any, exc: BaseException, runtime: _runtime.Runtime) 
 class _RunScope(_Scope):
     def __init__(self, name: str | None) -> None:
         self.name = name
-        self.handle: _runtime.RunHandle | None = None
+        self.handle: RunHandle | None = None
 
     def start(self) -> None:
-        runtime = _ensure_runtime()
-        self.handle = runtime.open_run(self.name or runtime.settings.service_name or "agent_run")
+        self.session = _ensure_session()
+        settings = self.session.settings
+        self.handle = self.session.runs.open(self.name or settings.service_name or "agent_run")
 
     def context(self) -> otel_context.Context:
         assert self.handle is not None
@@ -171,8 +170,8 @@ class _RunScope(_Scope):
         failure = _failure(exc)
         if failure and exc is not None:
             self.handle.fail(failure)
-            _record_exception(self.handle.span, exc, self.handle.runtime)
-        self.handle.runtime.close_run(self.handle)
+            _record_exception(self.handle.span, exc, self.session)
+        self.session.runs.close(self.handle)
 
 
 class _StepScope(_Scope):
@@ -185,22 +184,22 @@ class _StepScope(_Scope):
         self._parent: otel_context.Context | None = None
 
     def start(self) -> None:
-        runtime = _ensure_runtime()
+        session = _ensure_session()
         rules = _context.current_rules() + self.rules
         attributes: dict[str, Any] = {}
         if self.type:
             attributes[_trace.ATTR_STEP_TYPE] = self.type
         if self.input is not None:
-            value, _ = runtime.redactor.payload(self.input, rules)
+            value, _ = session.redactor.payload(self.input, rules)
             attributes[_trace.ATTR_STEP_INPUT] = _to_json(value)
-        parent = runtime.parent_context()
-        span = runtime.tracer.start_span(
+        parent = session.runs.parent_context()
+        span = session.tracer.start_span(
             self.name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
         self.state = _context.StepState(self.name, rules, span)
         base = parent if parent is not None else otel_context.get_current()
         self._ctx = _context.with_step(self.state, trace.set_span_in_context(span, base))
-        self._runtime = runtime
+        self._session = session
 
     def context(self) -> otel_context.Context:
         return self._ctx
@@ -210,12 +209,12 @@ class _StepScope(_Scope):
         span = self.state.span
         try:
             if self.state.has_result:
-                value, _ = self._runtime.redactor.payload(self.state.result, self.state.rules)
+                value, _ = self._session.redactor.payload(self.state.result, self.state.rules)
                 span.set_attribute(_trace.ATTR_STEP_RESULT, _to_json(value))
             failure = _failure(exc)
             if failure and exc is not None:
-                _record_exception(span, exc, self._runtime)
-                span.set_status(Status(StatusCode.ERROR, self._runtime.redactor.text(failure)))
+                _record_exception(span, exc, self._session)
+                span.set_status(Status(StatusCode.ERROR, self._session.redactor.text(failure)))
         except Exception:
             logger.exception("agenttrace: could not record step %r", self.name)
         span.end()

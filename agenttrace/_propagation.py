@@ -15,10 +15,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from . import _context
+from ._patches import Patches
 
 _EXECUTOR_WORKER = getattr(concurrent.futures.thread, "_worker", None)
-
-_installed = False
 
 
 def _flow(kind: str) -> str | None:
@@ -28,11 +27,7 @@ def _flow(kind: str) -> str | None:
     return None if _context.in_call() else _context.next_flow(kind)
 
 
-def install() -> None:
-    global _installed
-    if _installed:
-        return
-    _installed = True
+def install(patches: Patches) -> None:
     original_submit = ThreadPoolExecutor.submit
     original_start = threading.Thread.start
 
@@ -68,5 +63,5 @@ def install() -> None:
         self.run = run_in_context  # type: ignore[method-assign]
         original_start(self)
 
-    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
-    threading.Thread.start = start  # type: ignore[method-assign]
+    patches.replace(ThreadPoolExecutor, "submit", submit)
+    patches.replace(threading.Thread, "start", start)

@@ -13,7 +13,8 @@ request redacted at replay time produce the same matching key even when the secr
 Nothing here mutates its input: what the agent sees is never touched.
 
 Beside it: ``_scrub_patterns`` (what looks secret), ``_edits`` (replacing text, and mapping a
-stream's edits back onto its chunks), ``_scrub_spans`` (finished spans, for every exporter).
+stream's edits back onto its chunks), ``_scrub_spans`` (finished spans, in front of every
+exporter).
 """
 
 from __future__ import annotations
@@ -627,11 +628,3 @@ def stub(event: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     kept["redacted"] = ["*"]
     kept["dropped"] = True
     return kept
-
-
-def scrub_span(span: Any, redactor: Redactor | None = None) -> Any:
-    """A copy of a finished span with secrets scrubbed from its attributes, events, links and
-    status (the span itself when there is nothing to scrub). For exporters; see _scrub_spans."""
-    from ._scrub_spans import scrub_span as _scrub
-
-    return _scrub(span, redactor)

@@ -1,27 +1,26 @@
-"""Scrub finished spans before they leave the process, whoever created them.
+"""Scrub finished spans once, before any exporter sees them, whoever created them.
 
 Our own event payloads are redacted when recorded; this is for everything else on a span: the
 raw ``url.full`` / ``http.url`` that stock instrumentations (``opentelemetry-instrumentation-
 requests``) put on their spans, captured headers (``http.request.header.authorization``), status
 descriptions and exception events carrying an error message.
 
-``on_end`` hands processors an immutable ``ReadableSpan``, so scrubbing means rebuilding it:
-``scrub_span`` returns a copy, or the span itself when nothing needed scrubbing (the common
-case, so exporters pay no allocation for clean spans). Every exporter calls it:
-
-- local store: ``exporters/local.py`` ``span_to_record``;
-- backend: ``exporters/backend.py`` ``encode``;
-- the user's collector: ``exporters/collector.py`` ``span_scrubber``.
+:class:`ScrubbingSpanProcessor` sits in front of every exporter of a session — local store,
+backend, the user's collector — with the session's redactor passed in (Logfire's processor
+wrapper is the model). ``on_end`` hands processors an immutable ``ReadableSpan``, so scrubbing
+means rebuilding it: :func:`scrub_span` returns a copy, or the span itself when nothing needed
+scrubbing (the common case, so clean spans cost no allocation).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
@@ -46,26 +45,36 @@ URL_ATTRIBUTES = frozenset(
 )
 SCRUBBED_ATTRIBUTE = "agenttrace.scrubbed"  # which attributes of this span were scrubbed
 
-_last: Redactor | None = None
+
+class ScrubbingSpanProcessor(SpanProcessor):
+    """Hands every processor behind it the scrubbed span: one scrubbing, all exporters."""
+
+    def __init__(self, redactor: Redactor, processors: Sequence[SpanProcessor]) -> None:
+        self.redactor = redactor
+        self.processors = tuple(processors)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for processor in self.processors:
+            processor.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        scrubbed = scrub_span(span, self.redactor)
+        for processor in self.processors:
+            processor.on_end(scrubbed)
+
+    def shutdown(self) -> None:
+        for processor in self.processors:
+            try:
+                processor.shutdown()
+            except Exception:
+                logger.exception("agenttrace: error while shutting down %r", processor)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all([p.force_flush(timeout_millis) for p in self.processors])
 
 
-def active_redactor() -> Redactor:
-    """The running session's redactor (its masks and ``scrub_keep``), or the defaults; after
-    shutdown the last session's, so spans flushed late are scrubbed the same way."""
-    global _last
-    from ._runtime import current_runtime
-
-    runtime = current_runtime()
-    if runtime is not None:
-        _last = runtime.redactor
-    if _last is None:
-        _last = Redactor()
-    return _last
-
-
-def scrub_span(span: ReadableSpan, redactor: Redactor | None = None) -> ReadableSpan:
+def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     """The span with secrets scrubbed from its name, attributes, events, links and status."""
-    redactor = redactor or active_redactor()
     try:
         return _scrub(span, redactor)
     except Exception:

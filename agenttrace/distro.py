@@ -9,7 +9,7 @@ in the last step, from the environment (``AGENTTRACE_*``, ``[tool.agenttrace]``)
 Why last: an agent calls ``init()`` after its imports, when stock instrumentors (requests,
 httpx) have already wrapped their libraries, so our patches sit outermost and a call made
 outside any span still belongs to the run. Starting after the instrumentors reproduces that;
-our own instrumentor entry points are deferred to then for the same reason.
+our own instrumentor entry points leave the patching to the session for the same reason.
 
 - ``AgentTraceDistro`` (``OTEL_PYTHON_DISTRO=agenttrace``) makes ``AgentTraceConfigurator`` the
   configurator unless ``OTEL_PYTHON_CONFIGURATOR`` names another.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.instrumentation.dependencies import DependencyConflictError
@@ -48,20 +47,9 @@ logger = logging.getLogger("agenttrace")
 
 NAME = "agenttrace"  # of every entry point, and what OTEL_PYTHON_* variables select us by
 STARTED_BY = "opentelemetry-instrument"
-
-# While opentelemetry-instrument loads instrumentors: our patches, to apply after theirs.
-_deferred: list[Callable[[], None]] | None = None
-# Until AgentTrace has started in a process asked to replay: refuse the outside world.
-_guard_armed = False
-_GUARDED = frozenset(
-    {
-        "socket.connect",
-        "socket.getaddrinfo",
-        "subprocess.Popen",
-        "os.system",
-        "os.exec",
-        "os.posix_spawn",
-    }
+_NOT_STARTED = (
+    "AGENTTRACE_MODE=replay, before AgentTrace started: "
+    "opentelemetry-instrument did not finish loading (see the errors above)"
 )
 
 
@@ -97,54 +85,40 @@ class AgentTraceConfigurator(_OTelSDKConfigurator):
 
 def before_instrumentors() -> None:
     """``opentelemetry_pre_instrument`` hook."""
-    global _deferred, _guard_armed
-    _deferred = []
-    if _wants_replay() and not _disabled() and not _guard_armed:
+    if _wants_replay() and not _disabled():
         # Should loading the instrumentors fail, AgentTrace would never start and the agent
         # would run live: until it starts, the network and subprocesses are refused.
-        _guard_armed = True
-        sys.addaudithook(_replay_guard)
+        from .governance import hook
+
+        hook.guard(_NOT_STARTED)
 
 
 def after_instrumentors() -> None:
-    """``opentelemetry_post_instrument`` hook: our deferred patches, then AgentTrace."""
-    global _deferred
-    pending, _deferred = _deferred or [], None
-    for patch in pending:
-        patch()
+    """``opentelemetry_post_instrument`` hook: start AgentTrace."""
     auto_start()
-
-
-def defer_while_instrumenting(patch: Callable[[], None]) -> bool:
-    """Keep ``patch`` for after the instrumentors when they are being loaded (True), else
-    leave it to the caller (False)."""
-    if _deferred is None:
-        return False
-    _deferred.append(patch)
-    return True
 
 
 def auto_start() -> None:
     """Start AgentTrace from the environment unless it runs already. Never raises: a
     configuration error is logged and the agent runs unrecorded, except when a replay was asked
     for, which exits with status 2 before the agent starts instead of running it live."""
-    global _guard_armed
     if _disabled():
         return
-    from . import _api, _runtime
+    from . import _api, _session
+    from .governance import hook
 
     # From here on AgentTrace's own governance guards a replay, or the process exits.
-    _guard_armed = False
-    if _runtime.current_runtime() is not None:
+    hook.unguard()
+    if _session.current() is not None:
         return
     try:
         _api.init()
     except Exception as exc:
         _not_started(exc)
         return
-    runtime = _runtime.current_runtime()
-    if runtime is not None:
-        runtime.started_by = STARTED_BY
+    session = _session.current()
+    if session is not None:
+        session.started_by = STARTED_BY
 
 
 def _disabled() -> bool:
@@ -154,16 +128,6 @@ def _disabled() -> bool:
 
 def _wants_replay() -> bool:
     return os.environ.get("AGENTTRACE_MODE", "").strip().lower() not in ("", "record")
-
-
-def _replay_guard(event: str, args: tuple[Any, ...]) -> None:
-    if _guard_armed and event in _GUARDED:
-        from .errors import SandboxEscape
-
-        raise SandboxEscape(
-            f"{event} while AGENTTRACE_MODE=replay, before AgentTrace started: "
-            "opentelemetry-instrument did not finish loading (see the errors above)"
-        )
 
 
 def _not_started(exc: Exception) -> None:

@@ -99,15 +99,15 @@ def vcrpy_record(client: str, workdir: str) -> Finish:
 
 def agenttrace_record(client: str, workdir: str) -> Finish:
     import agenttrace
-    from agenttrace import _runtime
+    from agenttrace import _session
 
     agenttrace.init(local_dir=os.path.join(workdir, ".agenttrace"), mode="record")
-    runtime = _runtime.current_runtime()
+    session = _session.current()
 
     def finish() -> dict[str, Any]:
         agenttrace.shutdown()
-        assert runtime is not None and runtime.store is not None
-        path = os.path.join(runtime.store.directory, "last.json")
+        assert session is not None and session.store is not None
+        path = os.path.join(session.store.directory, "last.json")
         if not os.path.exists(path):
             return {"calls": 0}
         with open(path, encoding="utf-8") as fh:

@@ -34,7 +34,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .._config import Settings, mask_key
-from .._redaction import scrub_span
 from ..errors import ConfigError
 from .spool import Spool, default_spool_dir, max_spool_bytes
 
@@ -169,10 +168,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def encode(spans: Sequence[ReadableSpan]) -> bytes:
-    """Spans as one gzip OTLP protobuf request body."""
-    # Scrubbed here too: spans from other instrumentations carry raw URLs and exception texts.
-    scrubbed = [scrub_span(s) for s in spans]
-    return gzip.compress(encode_spans(scrubbed).SerializePartialToString(), compresslevel=5)
+    """Spans (already scrubbed, see ``agenttrace._scrub_spans``) as one gzip OTLP protobuf
+    request body."""
+    return gzip.compress(encode_spans(spans).SerializePartialToString(), compresslevel=5)
 
 
 def split_payload(payload: bytes) -> list[bytes]:

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -20,14 +20,12 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
 )
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 logger = logging.getLogger("agenttrace")
 
 DEFAULT_PROTOCOL = "http/protobuf"
-
-SpanScrubber = Callable[[ReadableSpan], ReadableSpan]
 
 # The OTLP exporters draw their retry jitter from the global ``random`` module, which AgentTrace
 # seeds for the agent: a retry while recording would shift the agent's random stream and make the
@@ -64,44 +62,9 @@ def collector_processor(provider: TracerProvider | None = None) -> SpanProcessor
         return None
     if exporter is None:
         return None
-    scrub = span_scrubber()
-    if scrub is not None:
-        exporter = ScrubbingExporter(exporter, scrub)
+    # Behind the session's scrubbing processor, like every exporter: a collector we do not
+    # control never sees a span before it is scrubbed.
     return BatchSpanProcessor(exporter)
-
-
-def span_scrubber() -> SpanScrubber | None:
-    """What scrubs spans before they leave for a collector we do not control: the same scrubber
-    as the local store and the backend. Event payloads inside our spans are already redacted at
-    record time; this is for everything else (the app's own spans, stock instrumentors' raw
-    URLs and headers)."""
-    from agenttrace._redaction import scrub_span
-
-    return scrub_span
-
-
-class ScrubbingExporter(SpanExporter):
-    """Hands the inner exporter scrubbed copies: ``on_end`` spans are immutable, so redaction
-    after the span ended means rebuilding it."""
-
-    def __init__(self, inner: SpanExporter, scrub: SpanScrubber) -> None:
-        self.inner = inner
-        self._scrub = scrub
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            cleaned = [self._scrub(span) for span in spans]
-        except Exception:
-            # Sending unscrubbed spans would leak what the scrubber exists to remove.
-            logger.exception("agenttrace: span scrubbing failed; batch not sent to the collector")
-            return SpanExportResult.FAILURE
-        return self.inner.export(cleaned)
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
 
 
 def _protocol() -> str:
@@ -155,8 +118,6 @@ def _exporters(provider: TracerProvider) -> Iterator[object]:
     multi = getattr(provider, "_active_span_processor", None)
     for processor in getattr(multi, "_span_processors", ()):
         exporter = getattr(processor, "span_exporter", None)
-        while isinstance(exporter, ScrubbingExporter):
-            exporter = exporter.inner
         if exporter is not None:
             yield exporter
 

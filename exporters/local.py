@@ -19,13 +19,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from agenttrace import _trace
-from agenttrace._redaction import scrub_span
 
 logger = logging.getLogger("agenttrace")
 
 
 def span_to_record(span: ReadableSpan) -> dict[str, Any]:
-    span = scrub_span(span)  # other instrumentations' attributes (raw URLs, headers) included
+    """A finished (already scrubbed) SDK span as the store's neutral record."""
     ctx = span.get_span_context()
     parent = span.parent
     return _trace.span_record(
@@ -110,7 +109,7 @@ class LocalStore:
             self._spans.setdefault(trace_id, [])
 
     def add_record(self, trace_id: int, record: dict[str, Any]) -> None:
-        """A span that never went through the SDK (a replayed call, see ``_replay_span``)."""
+        """A span that never went through the SDK (a replayed call, see ``agenttrace.replay.span``)."""
         with self._lock:
             spans = self._spans.get(trace_id)
             if spans is not None:
@@ -122,7 +121,7 @@ class LocalStore:
             spans = self._spans.get(trace_id)
             if spans is None:
                 return  # not one of our runs (the app's own traces)
-            # Kept as is: converting (and scrubbing) waits for the write, off the agent's call path.
+            # Kept as is: converting waits for the write, off the agent's call path.
             spans.append(span)
             run = self._runs.get(trace_id)
             finished = (

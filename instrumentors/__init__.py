@@ -1,22 +1,27 @@
-"""One module per I/O source. Each turns its client's calls into ``agenttrace._exchange`` calls.
+"""One module per I/O source, each a translator between its client and ``agenttrace.capture``.
 
-Instrumentors patch a library when it is imported (now, or later via a post-import hook), once
-per module object, so ``httpx2.alias_httpx()`` (where ``httpx`` *is* ``httpx2``) is patched once.
+A session patches every supported library when it starts (now, or when the library is first
+imported), through its :class:`~agenttrace._patches.Patches`, once per module object — so
+``httpx2.alias_httpx()`` (where ``httpx`` *is* ``httpx2``) is patched once — and stopping the
+session undoes it all. To add a client: a module here with ``patch(module, patches)`` that turns
+the client's request into an ``HttpCall``, and an entry in ``TARGETS``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
-from collections.abc import Callable
 from types import ModuleType
 
 import wrapt
 
+from agenttrace._patches import Patches
+
 logger = logging.getLogger("agenttrace")
 
-# library module -> (our instrumentor module, its patch function name)
+# library module -> our instrumentor module (it has ``patch(module, patches)``)
 TARGETS: dict[str, str] = {
     "httpx": "agenttrace.instrumentors.httpx",
     "httpx2": "agenttrace.instrumentors.httpx",
@@ -25,36 +30,36 @@ TARGETS: dict[str, str] = {
     "http.client": "agenttrace.instrumentors.http_client",
 }
 
-_registered = False
+# A library not imported yet: the session waiting to patch it when it is. The import hook is
+# registered once per process (wrapt's hooks cannot be removed) and patches for whichever
+# session is waiting then.
+_waiting: dict[str, Patches] = {}
+_hooked: set[str] = set()
 
 
-def instrument_all() -> None:
-    """Patch every supported library now or when it is first imported (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    for library, implementation in TARGETS.items():
-        hook = _hook(implementation)
-        if library in sys.modules:
-            hook(sys.modules[library])
-        else:
-            wrapt.register_post_import_hook(hook, library)
+def instrument(patches: Patches) -> None:
+    """Patch every supported library now, or when it is first imported, into ``patches``."""
+    for library in TARGETS:
+        module = sys.modules.get(library)
+        if module is not None:
+            _patch(library, module, patches)
+            continue
+        _waiting[library] = patches
+        if library not in _hooked:
+            _hooked.add(library)
+            wrapt.register_post_import_hook(functools.partial(_imported, library), library)
 
 
-def _hook(implementation: str) -> Callable[[ModuleType], None]:
-    def patch(module: ModuleType) -> None:
-        try:
-            importlib.import_module(implementation).patch(module)
-        except Exception:  # a library version we do not understand must not break the agent
-            logger.exception("agenttrace: could not instrument %s", module.__name__)
-
-    return patch
+def _imported(library: str, module: ModuleType) -> None:
+    patches = _waiting.pop(library, None)
+    if patches is not None and not patches.closed:
+        _patch(library, module, patches)
 
 
-def already_patched(module: ModuleType, marker: str = "_agenttrace_patched") -> bool:
-    """True if this module object was patched before; marks it otherwise."""
-    if getattr(module, marker, False):
-        return True
-    setattr(module, marker, True)
-    return False
+def _patch(library: str, module: ModuleType, patches: Patches) -> None:
+    if not patches.first(("module", id(module))):
+        return  # the same module object under two names (httpx2.alias_httpx())
+    try:
+        importlib.import_module(TARGETS[library]).patch(module, patches)
+    except Exception:  # a library version we do not understand must not break the agent
+        logger.exception("agenttrace: could not instrument %s", module.__name__)

@@ -1,10 +1,9 @@
 """http.client (and so urllib.request): the connection's ``request``/``getresponse`` pair.
 
-``request()`` captures the call (in replay nothing is sent); ``getresponse()`` returns the live
-response with its reads teed, or in replay a *real* ``http.client.HTTPResponse`` parsed from
-wire bytes synthesised from the recording, so everything above it (urllib.request, urllib3)
-behaves exactly as with a server. The wire synthesis and the error (de)serialisation here are
-shared with the urllib3 adapter, which sits on top of http.client.
+``request()`` captures the call (when served, nothing is sent); ``getresponse()`` returns the
+live response with its reads teed, or for a served call a *real* ``http.client.HTTPResponse``
+parsed from the recording's wire bytes (``agenttrace.capture.wire``), so everything above it
+(urllib.request, urllib3) behaves exactly as with a server.
 
 Connections of urllib3 (a subclass) are captured by the urllib3 adapter: inside its exchange,
 ``begin`` returns None and these patches step aside.
@@ -13,197 +12,26 @@ Connections of urllib3 (a subclass) are captured by the urllib3 adapter: inside 
 from __future__ import annotations
 
 import http.client
-import io
 import logging
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from agenttrace._exchange import Answer, Exchange, HttpCall, begin, intercepting
-
-from . import already_patched
+from agenttrace._patches import Patches
+from agenttrace.capture import Exchange, HttpCall, begin, internal_errors, rebuild_error
+from agenttrace.capture.mode import when_intercepting
+from agenttrace.capture.wire import replay_response, wire_error
 
 logger = logging.getLogger("agenttrace")
 
 CLIENT = "http.client"
 _EXCHANGE = "_agenttrace_exchange"  # set on a connection between request() and getresponse()
-_SCALARS = (str, int, float, bool, type(None))
 
 
-def patch(module: ModuleType) -> None:
-    if already_patched(module):
-        return
-    _patch_request(module.HTTPConnection)
-    _patch_getresponse(module.HTTPConnection)
-
-
-# -- errors: what to store so replay raises the same exception --------------------------------
-
-
-def describe_error(exc: BaseException, _depth: int = 0) -> dict[str, Any]:
-    """Details to rebuild ``exc``: its args, attributes and cause (nested exceptions included).
-
-    Generic on purpose: urllib3's ``MaxRetryError.reason`` (which requests turns into
-    ``ConnectionError`` or ``ConnectTimeout``), an ``OSError``'s errno, a URL attribute, the
-    socket error under a ``ProtocolError``. Objects that cannot be stored (a pool, a
-    connection) come back as None.
-    """
-    details: dict[str, Any] = {}
-    if _depth > 4:
-        return details
-    if exc.__cause__ is not None:
-        details["cause"] = _error_dict(exc.__cause__, _depth + 1)
-    if all(isinstance(a, _SCALARS) for a in exc.args):
-        details["args"] = list(exc.args)
-    attrs: dict[str, Any] = {}
-    for name, value in vars(exc).items():
-        if name.startswith("__"):  # __notes__ and the like: Python's, not the client's
-            continue
-        if isinstance(value, BaseException):
-            attrs[name] = {"error": _error_dict(value, _depth + 1)}
-        elif isinstance(value, _SCALARS):
-            attrs[name] = value
-        elif isinstance(value, (bytes, bytearray)):
-            attrs[name] = {"bytes": len(value)}  # the content is the body's, stored redacted
-        else:
-            attrs[name] = None
-    if attrs:
-        details["attrs"] = attrs
-    return details
-
-
-def _error_dict(exc: BaseException, depth: int) -> dict[str, Any]:
-    return {
-        "type": type(exc).__name__,
-        "module": type(exc).__module__,
-        "message": str(exc),
-        **describe_error(exc, depth),
-    }
-
-
-def rebuild_error(error: dict[str, Any], fallback: type[BaseException]) -> BaseException:
-    """The exception a recorded error stands for (``fallback`` if its class is gone)."""
-    cls = _error_class(error, fallback)
-    args = tuple(error.get("args") or (error.get("message", ""),))
-    # __init__ signatures differ per class (a pool, a connection...); build it as unpickling
-    # does, from args and attributes.
-    try:
-        exc = cls.__new__(cls, *args)
-        if isinstance(exc, OSError):
-            OSError.__init__(exc, *args)  # errno/strerror for OSError subclasses with an __init__
-        exc.args = args
-    except Exception:
-        logger.exception("agenttrace: could not rebuild %s", error.get("type"))
-        return fallback(error.get("message", ""))
-    for name, value in (error.get("attrs") or {}).items():
-        try:
-            setattr(exc, name, _attr_value(value, fallback))
-        except (AttributeError, TypeError):
-            pass  # a read-only property
-    return exc
-
-
-def _attr_value(value: Any, fallback: type[BaseException]) -> Any:
-    if isinstance(value, dict) and "error" in value:
-        return rebuild_error(value["error"], fallback)
-    if isinstance(value, dict) and "bytes" in value:
-        return b""
-    return value
-
-
-def _error_class(error: dict[str, Any], fallback: type[BaseException]) -> type[BaseException]:
-    # Only modules already loaded (the client's own): a recording never makes us import code.
-    module = sys.modules.get(error.get("module") or "builtins")
-    cls = getattr(module, str(error.get("type")), None)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else fallback
-
-
-# -- replay: a real HTTPResponse over synthesised wire bytes -----------------------------------
-
-
-class _ReplayRaw(io.RawIOBase):
-    """The socket's byte stream: the recorded wire pieces, then EOF or the recorded error."""
-
-    def __init__(self, pieces: Iterator[bytes], error: BaseException | None) -> None:
-        self._pieces = pieces
-        self._current = memoryview(b"")
-        self._error = error
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._current:
-            piece = next(self._pieces, None)
-            if piece is None:
-                if self._error is not None:
-                    raise self._error
-                return 0
-            self._current = memoryview(piece)
-        n = min(len(buffer), len(self._current))
-        buffer[:n] = self._current[:n]
-        self._current = self._current[n:]
-        return n
-
-
-class _ReplaySocket:
-    """Just enough of a socket for ``http.client.HTTPResponse``: ``makefile``."""
-
-    def __init__(self, raw: _ReplayRaw) -> None:
-        self._raw = raw
-
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(self._raw)
-
-    def close(self) -> None:
-        pass
-
-
-def replay_response(
-    answer: Answer, method: str, error: BaseException | None = None, url: str | None = None
-) -> http.client.HTTPResponse:
-    """Parse the recorded answer as a server's reply: status line, headers, framed body."""
-    raw = _ReplayRaw(_wire(answer), error)
-    response = http.client.HTTPResponse(_ReplaySocket(raw), method=method, url=url)  # type: ignore[arg-type]
-    response.begin()
-    return response
-
-
-def _wire(answer: Answer) -> Iterator[bytes]:
-    version = answer.http_version if answer.http_version in ("HTTP/1.0", "HTTP/1.1") else "HTTP/1.1"
-    head = [f"{version} {answer.status} {answer.reason}".rstrip() + "\r\n"]
-    head += [f"{name}: {value}\r\n" for name, value in answer.headers]
-    yield ("".join(head) + "\r\n").encode("latin-1", "replace")  # http.client reads latin-1
-    chunked = any(
-        name.lower() == "transfer-encoding" and value.strip().lower() == "chunked"
-        for name, value in answer.headers
-    )
-    for data in answer.chunks():
-        yield b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
-    if chunked and answer.error is None:
-        yield b"0\r\n\r\n"
-
-
-def wire_error(answer: Answer, fallback: type[BaseException]) -> BaseException | None:
-    """What the replayed socket raises after the recorded body (None: a plain EOF).
-
-    When the root cause is what the socket did, it is raised there so the client wraps it as
-    it did live: a timeout or reset (urllib3: ``ReadTimeoutError``, ``ProtocolError``); a body
-    cut short was an EOF, after which the client raises ``IncompleteRead`` itself, with its
-    data. Anything else (a decoding error) is raised as recorded.
-    """
-    if answer.error is None:
-        return None
-    root = answer.error
-    while root.get("cause"):
-        root = root["cause"]
-    cause = rebuild_error(root, fallback)
-    if isinstance(cause, http.client.IncompleteRead):
-        return None
-    if isinstance(cause, OSError):
-        return cause
-    return rebuild_error(answer.error, fallback)
+def patch(module: ModuleType, patches: Patches) -> None:
+    connection = module.HTTPConnection
+    patches.replace(connection, "request", _request(connection.request))
+    patches.replace(connection, "getresponse", _getresponse(connection.getresponse))
 
 
 # -- record: tee an HTTPResponse as the caller reads it ------------------------------------------
@@ -246,7 +74,7 @@ class _ResponseTee:
                 if self._depth == 1:
                     if isinstance(exc, http.client.IncompleteRead):
                         self._exchange.chunk(exc.partial)  # the caller gets these bytes too
-                    self._exchange.fail(exc, details=describe_error)
+                    self._exchange.fail(exc)
                 raise
             finally:
                 self._depth -= 1
@@ -257,15 +85,13 @@ class _ResponseTee:
         return read
 
     def _report(self, name: str, args: tuple[Any, ...], result: Any) -> None:
-        try:
+        with internal_errors("record a response body read"):
             if name == "readinto":
                 self._exchange.chunk(bytes(memoryview(args[0])[:result]) if result else b"")
             else:
                 self._exchange.chunk(result)
             if self._response.isclosed():
                 self._exchange.close()
-        except Exception:
-            logger.exception("agenttrace: could not record a response body read")
 
 
 def report_response(exchange: Exchange, response: http.client.HTTPResponse) -> None:
@@ -343,21 +169,13 @@ def _text(value: Any) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def _phase(name: str) -> Callable[[BaseException], dict[str, Any]]:
-    """Error details that also say which call raised it, so replay raises it there too."""
-    return lambda exc: {"phase": name, **describe_error(exc)}
-
-
-def _patch_request(connection: type) -> None:
-    original = connection.request
-
+def _request(original: Callable[..., Any]) -> Callable[..., Any]:
+    @when_intercepting(original)  # otherwise (or when urllib3 captures this call): untouched
     def request(
         self: Any, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any
     ) -> None:
         headers = {} if headers is None else headers
         self.__dict__.pop(_EXCHANGE, None)
-        if not intercepting():  # nothing records (or urllib3 captures this call): untouched
-            return original(self, method, url, body, headers, **kwargs)
         try:
             data, body = capture_body(body)
             call = _call(self, method, url, headers, data)
@@ -371,44 +189,41 @@ def _patch_request(connection: type) -> None:
         if answer is not None:
             if not answer.has_response and (answer.error or {}).get("phase") == "request":
                 exc = rebuild_error(answer.error, OSError)
-                exchange.fail(exc, details=_phase("request"))
+                exchange.fail(exc, phase="request")
                 raise exc
             self.__dict__[_EXCHANGE] = exchange  # getresponse() serves it
             return None
-        with exchange.sending(details=_phase("request")):
+        with exchange.sending(phase="request"):
             result = original(self, method, url, body, headers, **kwargs)
         self.__dict__[_EXCHANGE] = exchange
         return result
 
-    request.__wrapped__ = original  # type: ignore[attr-defined]
-    connection.request = request
+    return request
 
 
-def _patch_getresponse(connection: type) -> None:
-    original = connection.getresponse
-
+def _getresponse(original: Callable[..., Any]) -> Callable[..., Any]:
     def getresponse(self: Any) -> Any:
         exchange = self.__dict__.pop(_EXCHANGE, None)
         if exchange is None:
             return original(self)
         if exchange.answer is not None:
-            response = _replayed(exchange)
+            response = _served(exchange)
         else:
-            with exchange.sending(details=_phase("response")):
+            with exchange.sending(phase="response"):
                 response = original(self)
             _tee(exchange, response)
         return response
 
     getresponse.__wrapped__ = original  # type: ignore[attr-defined]
-    connection.getresponse = getresponse
+    return getresponse
 
 
-def _replayed(exchange: Exchange) -> http.client.HTTPResponse:
+def _served(exchange: Exchange) -> http.client.HTTPResponse:
     answer = exchange.answer
     assert answer is not None
     if not answer.has_response:
         exc = rebuild_error(answer.error or {}, OSError)
-        exchange.fail(exc, details=_phase("response"))
+        exchange.fail(exc, phase="response")
         raise exc
     response = replay_response(answer, exchange.call.method, wire_error(answer, OSError))
     _tee(exchange, response)

@@ -8,17 +8,18 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from agenttrace._exchange import Exchange, HttpCall, atee, begin, intercepting, tee
+from agenttrace._patches import Patches
+from agenttrace.capture import Exchange, HttpCall, atee, begin, rebuild_error, tee
+from agenttrace.capture.mode import when_intercepting
 
-from . import already_patched
 
-
-def patch(module: ModuleType) -> None:
-    if already_patched(module):
-        return
+def patch(module: ModuleType, patches: Patches) -> None:
     client = module.__name__
-    _patch_sync(module, client)
-    _patch_async(module, client)
+    sync, async_ = module.HTTPTransport, module.AsyncHTTPTransport
+    patches.replace(sync, "handle_request", _sync(module, client, sync.handle_request))
+    patches.replace(
+        async_, "handle_async_request", _async(module, client, async_.handle_async_request)
+    )
 
 
 def _call(request: Any, client: str, body: bytes) -> HttpCall:
@@ -50,13 +51,8 @@ def _report_response(exchange: Exchange, response: Any) -> None:
 
 
 def _exception(module: ModuleType, error: dict[str, Any], request: Any) -> BaseException:
-    cls = getattr(module, error.get("type", ""), None)
-    message = error.get("message", "")
-    if isinstance(cls, type) and issubclass(cls, module.RequestError):
-        return cls(message, request=request)
-    if isinstance(cls, type) and issubclass(cls, module.HTTPError):
-        return cls(message)
-    return module.TransportError(message)
+    # httpx's errors carry the request they failed on (``exc.request``); a recording cannot.
+    return rebuild_error(error, module.TransportError, overrides={"_request": request})
 
 
 def _served(module: ModuleType, exchange: Exchange, request: Any, stream: Any) -> Any:
@@ -81,9 +77,7 @@ def _served(module: ModuleType, exchange: Exchange, request: Any, stream: Any) -
     return response
 
 
-def _patch_sync(module: ModuleType, client: str) -> None:
-    transport = module.HTTPTransport
-    original = transport.handle_request
+def _sync(module: ModuleType, client: str, original: Any) -> Any:
 
     class TeeStream(module.SyncByteStream):
         def __init__(self, inner: Any, exchange: Exchange) -> None:
@@ -111,9 +105,8 @@ def _patch_sync(module: ModuleType, client: str) -> None:
             if answer.error is not None:
                 raise _exception(module, answer.error, self._request)
 
+    @when_intercepting(original)  # otherwise untouched: a streamed upload stays streamed
     def handle_request(self: Any, request: Any) -> Any:
-        if not intercepting():  # nothing records: a streamed upload stays streamed
-            return original(self, request)
         body = _body(module, request)
         if body is None:  # read a streaming upload once and hand the transport the same bytes
             body = request.read()
@@ -130,13 +123,10 @@ def _patch_sync(module: ModuleType, client: str) -> None:
         response.stream = TeeStream(response.stream, exchange)
         return response
 
-    handle_request.__wrapped__ = original  # type: ignore[attr-defined]
-    transport.handle_request = handle_request
+    return handle_request
 
 
-def _patch_async(module: ModuleType, client: str) -> None:
-    transport = module.AsyncHTTPTransport
-    original = transport.handle_async_request
+def _async(module: ModuleType, client: str, original: Any) -> Any:
 
     class AsyncTeeStream(module.AsyncByteStream):
         def __init__(self, inner: Any, exchange: Exchange) -> None:
@@ -165,9 +155,8 @@ def _patch_async(module: ModuleType, client: str) -> None:
             if answer.error is not None:
                 raise _exception(module, answer.error, self._request)
 
+    @when_intercepting(original)
     async def handle_async_request(self: Any, request: Any) -> Any:
-        if not intercepting():
-            return await original(self, request)
         body = _body(module, request)
         if body is None:
             body = await request.aread()
@@ -184,5 +173,4 @@ def _patch_async(module: ModuleType, client: str) -> None:
         response.stream = AsyncTeeStream(response.stream, exchange)
         return response
 
-    handle_async_request.__wrapped__ = original  # type: ignore[attr-defined]
-    transport.handle_async_request = handle_async_request
+    return handle_async_request

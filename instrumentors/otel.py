@@ -1,12 +1,10 @@
 """``opentelemetry_instrumentor`` entry points: one ``BaseInstrumentor`` per library we capture.
 
-``opentelemetry-instrument`` calls ``instrument()`` on each. Each patches its library now or when
-it is first imported, through the same hooks ``agenttrace.init()`` installs, once per module
-object, so both paths together (and stock OpenTelemetry instrumentors wrapping the same
-methods) still capture a call once. Patching alone records nothing: calls are captured only
-while an AgentTrace runtime runs (``agenttrace.distro`` starts it). Under
-``opentelemetry-instrument`` the patching waits until every instrumentor is loaded, so that ours
-wrap the stock ones as after ``agenttrace.init()``.
+``opentelemetry-instrument`` calls ``instrument()`` on each. The patching itself belongs to the
+AgentTrace session, which ``agenttrace.distro`` starts once every instrumentor is loaded: its
+patches then wrap the stock ones as after ``agenttrace.init()``, are applied once per module
+object, and are undone when the session stops. These entry points make each library visible to
+``opentelemetry-instrument`` and its dependency checks; instrumenting alone records nothing.
 
 One library per instrumentor: a missing library disables only its own instrumentor, never the
 others (auto-instrumentation checks the distribution's ``instruments`` extras, which agenttrace
@@ -15,11 +13,9 @@ deliberately does not declare, and each ``instrumentation_dependencies`` for man
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection
 from typing import Any
 
-import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 
@@ -31,25 +27,11 @@ class _LibraryInstrumentor(BaseInstrumentor):
         return (self.requirement,) if self.requirement else ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        from agenttrace.distro import defer_while_instrumenting
-
-        # Inside opentelemetry-instrument, after the stock instrumentors (see agenttrace.distro).
-        if not defer_while_instrumenting(self._patch):
-            self._patch()
-
-    def _patch(self) -> None:
-        from . import TARGETS, _hook
-
-        hook = _hook(TARGETS[self.library])
-        module = sys.modules.get(self.library)
-        if module is not None:
-            hook(module)
-        else:
-            wrapt.register_post_import_hook(hook, self.library)
+        pass  # the session patches the library when it starts (see the module docstring)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        # The patches stay: replay and governance need every call intercepted while AgentTrace
-        # runs, and with no runtime they pass calls straight through (agenttrace.shutdown()).
+        # Replay and governance need every call intercepted while AgentTrace runs; the session
+        # undoes its patches when it stops (agenttrace.shutdown()).
         pass
 
 

@@ -16,19 +16,19 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import already_patched
+from agenttrace._patches import Patches
+from agenttrace.capture import mode as capture_mode
 
 logger = logging.getLogger("agenttrace")
 
 
-def patch(module: ModuleType) -> None:
-    if already_patched(module):
-        return
-    _instrument()
-    _patch_send(module.sessions.Session)
+def patch(module: ModuleType, patches: Patches) -> None:
+    _instrument(patches)
+    session = module.sessions.Session
+    patches.replace(session, "send", _send(session.send))
 
 
-def _instrument() -> None:
+def _instrument(patches: Patches) -> None:
     try:
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
     except ImportError:
@@ -42,10 +42,10 @@ def _instrument() -> None:
     instrumentor = RequestsInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
+        patches.on_undo(instrumentor.uninstrument)
 
 
-def _patch_send(session: type) -> None:
-    original = session.send
+def _send(original: Any) -> Any:
 
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
         token = _attach_run_context()
@@ -64,7 +64,7 @@ def _patch_send(session: type) -> None:
         # under us (taking this wrapper away with its own, as it would any outer patch).
         send.opentelemetry_instrumentation_requests_applied = True  # type: ignore[attr-defined]
         send.__wrapped__ = original.__wrapped__  # type: ignore[attr-defined]
-    session.send = send
+    return send
 
 
 def _attach_run_context() -> object | None:
@@ -72,10 +72,8 @@ def _attach_run_context() -> object | None:
     try:
         if trace.get_current_span().get_span_context().is_valid:
             return None
-        from agenttrace._runtime import current_runtime
-
-        runtime = current_runtime()
-        ctx = runtime.parent_context() if runtime is not None else None
+        mode = capture_mode.active()
+        ctx = mode.parent_context() if mode is not None else None
         return otel_context.attach(ctx) if ctx is not None else None
     except Exception:
         logger.exception("agenttrace: could not attach the run context to a requests call")

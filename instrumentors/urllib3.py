@@ -20,16 +20,12 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
-from agenttrace._exchange import Exchange, HttpCall, begin, intercepting
+from agenttrace._patches import Patches
+from agenttrace.capture import Exchange, HttpCall, begin, internal_errors, rebuild_error
+from agenttrace.capture.mode import when_intercepting
+from agenttrace.capture.wire import replay_response, wire_error
 
-from . import already_patched
-from .http_client import (
-    capture_body,
-    describe_error,
-    rebuild_error,
-    replay_response,
-    wire_error,
-)
+from .http_client import capture_body
 
 logger = logging.getLogger("agenttrace")
 
@@ -38,11 +34,11 @@ _IN_URLOPEN: ContextVar[bool] = ContextVar("agenttrace_urllib3_urlopen", default
 _TEE = "_agenttrace_tee"
 
 
-def patch(module: ModuleType) -> None:
-    if already_patched(module):
-        return
-    _patch_response(module.response.HTTPResponse)
-    _patch_urlopen(module, module.connectionpool.HTTPConnectionPool)
+def patch(module: ModuleType, patches: Patches) -> None:
+    response_class = module.response.HTTPResponse
+    patches.replace(response_class, "__init__", _response_init(response_class.__init__))
+    pool = module.connectionpool.HTTPConnectionPool
+    patches.replace(pool, "urlopen", _urlopen(module, pool.urlopen))
 
 
 # -- the body tee ---------------------------------------------------------------------------------
@@ -83,7 +79,7 @@ class _BodyTee:
             exchange.chunk(data)
         self._pending = []
         if self._error is not None:
-            exchange.fail(self._error, details=describe_error)
+            exchange.fail(self._error)
         elif self._ended:
             exchange.close()
 
@@ -145,7 +141,7 @@ class _BodyTee:
 
     def _failed(self, exc: BaseException) -> None:
         if self._exchange is not None:
-            self._exchange.fail(exc, details=describe_error)
+            self._exchange.fail(exc)
         elif self._error is None and not self._ended:
             self._error = exc
 
@@ -156,20 +152,16 @@ class _BodyTee:
             self._ended = True
 
 
-def _patch_response(response_class: type) -> None:
-    original = response_class.__init__
-
+def _response_init(original: Callable[..., None]) -> Callable[..., None]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if _IN_URLOPEN.get():
             # Before the original __init__: with preload_content it reads the body right away.
-            try:
+            with internal_errors("tee a urllib3 response"):
                 _BodyTee(self).install()
-            except Exception:
-                logger.exception("agenttrace: could not tee a urllib3 response")
         original(self, *args, **kwargs)
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
-    response_class.__init__ = __init__
+    return __init__
 
 
 def _adopt(exchange: Exchange, response: Any) -> None:
@@ -256,18 +248,18 @@ class _Arguments:
         return original(pool, **named, **self.named["response_kw"])
 
 
-def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
-    original = pool_class.urlopen
+def _urlopen(module: ModuleType, original: Callable[..., Any]) -> Callable[..., Any]:
     names = tuple(
         name
         for name, p in inspect.signature(original).parameters.items()
         if name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     )
 
+    # With nothing recording, the call goes untouched (a streamed upload stays streamed).
+    @when_intercepting(original)
     def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
-        # A retry or redirect inside our call is part of it; with nothing recording, the call
-        # goes untouched (a streamed upload stays streamed).
-        if _IN_URLOPEN.get() or not intercepting():
+        # A retry or redirect inside our call is part of it.
+        if _IN_URLOPEN.get():
             return original(self, *args, **kwargs)
         try:
             bound = _Arguments(names, args, kwargs)
@@ -285,15 +277,14 @@ def _patch_urlopen(module: ModuleType, pool_class: type) -> None:
             return _replay(module, self, exchange, bound.named)
         token = _IN_URLOPEN.set(True)
         try:
-            with exchange.sending(details=describe_error):
+            with exchange.sending():
                 response = bound.call(original, self)
         finally:
             _IN_URLOPEN.reset(token)
         _adopt(exchange, response)
         return response
 
-    urlopen.__wrapped__ = original  # type: ignore[attr-defined]
-    pool_class.urlopen = urlopen
+    return urlopen
 
 
 # -- replay -------------------------------------------------------------------------------------------
@@ -305,7 +296,7 @@ def _replay(module: ModuleType, pool: Any, exchange: Exchange, arguments: dict[s
     fallback = module.exceptions.ProtocolError
     if not answer.has_response:
         exc = _with_pool(rebuild_error(answer.error or {}, fallback), pool)
-        exchange.fail(exc, details=describe_error)
+        exchange.fail(exc)
         raise exc
     method, url = arguments["method"], arguments["url"]
     error = wire_error(answer, fallback)

@@ -237,11 +237,7 @@ def otlp_env(monkeypatch):
 
 
 def _exporter(processor):
-    from agenttrace.exporters.collector import ScrubbingExporter
-
     exporter = processor.span_exporter
-    assert isinstance(exporter, ScrubbingExporter)  # nothing leaves unscrubbed
-    exporter = exporter.inner
     return f"{type(exporter).__module__}.{type(exporter).__name__}"
 
 
@@ -294,31 +290,46 @@ def test_retry_jitter_does_not_draw_from_the_agents_random(otlp_env):
     assert random.random() == expected
 
 
-def test_scrubber_rebuilds_spans_before_export():
-    from agenttrace.exporters.collector import ScrubbingExporter
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.trace.export import SpanExportResult
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+def test_every_exporter_sits_behind_the_one_scrubbing_processor(otlp_env, tmp_path):
+    import agenttrace
+    from agenttrace import _session
+    from agenttrace._scrub_spans import ScrubbingSpanProcessor
 
-    inner = InMemorySpanExporter()
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    session = _session.Session(agenttrace._config.resolve({"local_dir": str(tmp_path)}))
+    assert isinstance(session.spans, ScrubbingSpanProcessor)  # nothing leaves unscrubbed
+    names = [_exporter(p) for p in session.spans.processors if hasattr(p, "span_exporter")]
+    assert names and names[0].startswith("opentelemetry.exporter.otlp.proto.http.")
+    for processor in session.spans.processors:
+        processor.shutdown()
 
-    def scrub(span):
-        return ReadableSpan(name=span.name, attributes={"k": "[REDACTED]"})
 
-    exporter = ScrubbingExporter(inner, scrub)
-    assert exporter.export([ReadableSpan(name="s", attributes={"k": "secret"})]) == (
-        SpanExportResult.SUCCESS
+def test_scrubbing_processor_hands_on_scrubbed_spans_and_withholds_what_it_cannot_scrub():
+    from agenttrace._redaction import Redactor
+    from agenttrace._scrub_spans import ScrubbingSpanProcessor
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+    class Collect(SpanProcessor):
+        def __init__(self):
+            self.spans = []
+
+        def on_end(self, span):
+            self.spans.append(span)
+
+    inner = Collect()
+    processor = ScrubbingSpanProcessor(Redactor(), [inner])
+    processor.on_end(ReadableSpan(name="s", attributes={"user.password": "hunter2-hunter2"}))
+    assert inner.spans[0].attributes["user.password"] == "[REDACTED]"
+
+    class Broken(Redactor):
+        def text(self, value):
+            raise ValueError("boom")
+
+    # a failing scrubber withholds the strings rather than leak them
+    ScrubbingSpanProcessor(Broken(), [inner]).on_end(
+        ReadableSpan(name="t", attributes={"note": "sk-live-0123456789abcdefghij"})
     )
-    assert inner.get_finished_spans()[0].attributes["k"] == "[REDACTED]"
-
-    def broken(span):
-        raise ValueError("boom")
-
-    # a failing scrubber withholds the batch rather than leak it
-    assert ScrubbingExporter(inner, broken).export([ReadableSpan(name="t")]) == (
-        SpanExportResult.FAILURE
-    )
-    assert len(inner.get_finished_spans()) == 1
+    assert inner.spans[1].attributes["note"] == "[REDACTED]"
 
 
 def test_spans_are_scrubbed_before_they_reach_the_collector(tmp_path, llm_server, receiver):

@@ -32,7 +32,7 @@ from agenttrace.instrumentors import urllib3 as urllib3_instrumentor
 from opentelemetry import trace
 
 import agenttrace
-from agenttrace import _runtime
+from agenttrace import _session
 
 TIMEOUT_S = 0.3
 REFUSED_URL = "http://127.0.0.1:1/refused"  # port 1: nothing listens there
@@ -389,11 +389,11 @@ def replay(tmp_path: Path, run: Callable[[], Result]) -> tuple[Result, list[dict
         replay_events=str(tmp_path / "last.json"),
         local_dir=str(tmp_path),
     )
-    runtime = _runtime.current_runtime()
-    assert runtime is not None and runtime.governance is not None
+    session = _session.current()
+    assert session is not None and session.gate is not None
     result = run()
-    violations = list(runtime.governance.violations)
-    unplayed = runtime.engine.unplayed() if runtime.engine else []
+    violations = session.violations
+    unplayed = session.unplayed()
     agenttrace.shutdown()
     assert not violations and not unplayed, (violations, unplayed)
     return result, http_events(tmp_path / "replays" / "last.json")
@@ -609,8 +609,8 @@ def test_https_replays_from_events_alone_with_no_network(tmp_path: Path) -> None
     conn = http.client.HTTPSConnection("api.example.test")
     conn.request("GET", "/v1/items?a=1&b=2")
     assert json.loads(gzip.decompress(conn.getresponse().read())) == {"items": [1, 2]}
-    runtime = _runtime.current_runtime()
-    assert runtime is not None and runtime.governance is not None
-    assert runtime.governance.violations == []
+    session = _session.current()
+    assert session is not None and session.gate is not None
+    assert session.violations == []
     agenttrace.shutdown()
     assert len(http_events(tmp_path / "replays" / "last.json")) == 4

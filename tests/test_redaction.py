@@ -14,9 +14,9 @@ import pytest
 
 from agenttrace import _config
 from agenttrace._redaction import EMPTY, MARKER, Redactor, Rules
-from agenttrace._replay import request_key
 from agenttrace._scrub_patterns import describe, format_spans, is_secret_key
 from agenttrace._scrub_spans import SCRUBBED_ATTRIBUTE, scrub_span
+from agenttrace.replay.matching import request_key
 
 OPENAI_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5q"
 ANTHROPIC_KEY = "sk-ant-api03-" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt"

@@ -13,8 +13,8 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
-from . import _trace
-from ._ids import ID_GENERATOR
+from .. import _trace
+from .._ids import ID_GENERATOR
 
 
 class ReplaySpan:

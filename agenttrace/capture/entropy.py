@@ -1,9 +1,11 @@
-"""Entropy and DNS as recorded I/O: captured in record mode, served from the recording in replay.
+"""Entropy and DNS interception points: each draw or lookup goes to the active mode.
 
 Python has no audit events for entropy, so the functions themselves are patched:
 ``os.urandom`` (also what ``uuid.uuid4`` looks up at call time), ``os.getrandom``,
 ``random._urandom`` (bound at import by ``SystemRandom``/``secrets``) and ``random.Random.seed``
-(``Random()``/``random.seed()`` without an argument seed from the OS in C).
+(``Random()``/``random.seed()`` without an argument seed from the OS in C). DNS is
+``socket.getaddrinfo`` outside an intercepted call (inside one, the client's own lookup is part
+of the call). Recording and serving are the mode's business.
 """
 
 from __future__ import annotations
@@ -14,14 +16,11 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-
-from . import _context
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+from .. import _context
+from .._patches import Patches
+from . import mode as _mode
 
 _ORIG_URANDOM = os.urandom
 _ORIG_GETRANDOM = getattr(os, "getrandom", None)
@@ -29,53 +28,23 @@ _ORIG_RANDOM_URANDOM = random._urandom  # type: ignore[attr-defined]
 _ORIG_SEED = random.Random.seed
 _ORIG_GETADDRINFO = socket.getaddrinfo
 
-_runtime: Runtime | None = None
-_installed = False
 
-
-def install(runtime: Runtime) -> None:
-    """Route entropy and DNS through ``runtime`` (idempotent; the latest runtime wins)."""
-    global _runtime, _installed
-    _runtime = runtime
-    if _installed:
-        return
-    _installed = True
-    os.urandom = _wrap_bytes("os.urandom", _ORIG_URANDOM)
-    random._urandom = _wrap_bytes("os.urandom", _ORIG_RANDOM_URANDOM)  # type: ignore[attr-defined]
+def install(patches: Patches) -> None:
+    """Route entropy and DNS through whichever mode is active."""
+    patches.replace(os, "urandom", _wrap_bytes("os.urandom", _ORIG_URANDOM))
+    patches.replace(random, "_urandom", _wrap_bytes("os.urandom", _ORIG_RANDOM_URANDOM))
     if _ORIG_GETRANDOM is not None:
-        os.getrandom = _wrap_getrandom(_ORIG_GETRANDOM)
-    random.Random.seed = _seed  # type: ignore[method-assign]
-    socket.getaddrinfo = _getaddrinfo
-
-
-def uninstall() -> None:
-    global _runtime, _installed
-    _runtime = None
-    if not _installed:
-        return
-    _installed = False
-    os.urandom = _ORIG_URANDOM
-    random._urandom = _ORIG_RANDOM_URANDOM  # type: ignore[attr-defined]
-    if _ORIG_GETRANDOM is not None:
-        os.getrandom = _ORIG_GETRANDOM
-    random.Random.seed = _ORIG_SEED  # type: ignore[method-assign]
-    socket.getaddrinfo = _ORIG_GETADDRINFO
-
-
-def _ours() -> Runtime | None:
-    """The runtime, unless this is our own (suppressed) work such as exporting spans."""
-    rt = _runtime
-    if rt is None or not rt.capturing or not is_instrumentation_enabled():
-        return None
-    return rt
+        patches.replace(os, "getrandom", _wrap_getrandom(_ORIG_GETRANDOM))
+    patches.replace(random.Random, "seed", _seed)
+    patches.replace(socket, "getaddrinfo", _getaddrinfo)
 
 
 def _wrap_bytes(source: str, original: Callable[[int], bytes]) -> Callable[[int], bytes]:
     def urandom(size: int, /) -> bytes:
-        rt = _ours()
-        if rt is None:
+        mode = _mode.active()
+        if mode is None:
             return original(size)
-        return rt.entropy_bytes(source, size, original)
+        return mode.entropy_bytes(source, size, original)
 
     urandom.__wrapped__ = original  # type: ignore[attr-defined]
     urandom.__doc__ = original.__doc__
@@ -84,10 +53,10 @@ def _wrap_bytes(source: str, original: Callable[[int], bytes]) -> Callable[[int]
 
 def _wrap_getrandom(original: Callable[..., bytes]) -> Callable[..., bytes]:
     def getrandom(size: int, flags: int = 0, /) -> bytes:
-        rt = _ours()
-        if rt is None:
+        mode = _mode.active()
+        if mode is None:
             return original(size, flags)
-        return rt.entropy_bytes("os.getrandom", size, lambda n: original(n, flags))
+        return mode.entropy_bytes("os.getrandom", size, lambda n: original(n, flags))
 
     getrandom.__wrapped__ = original  # type: ignore[attr-defined]
     return getrandom
@@ -95,17 +64,18 @@ def _wrap_getrandom(original: Callable[..., bytes]) -> Callable[..., bytes]:
 
 def _seed(self: random.Random, a: Any = None, version: int = 2) -> None:
     if a is None and not isinstance(self, random.SystemRandom):
-        rt = _ours()
-        if rt is not None:
-            a = rt.entropy_seed(lambda: int.from_bytes(_ORIG_URANDOM(32), "big"))
+        mode = _mode.active()
+        if mode is not None:
+            a = mode.entropy_seed(lambda: int.from_bytes(_ORIG_URANDOM(32), "big"))
     _ORIG_SEED(self, a, version)
 
 
 def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-    rt = _ours()
-    if rt is None or _context.in_call():
+    mode = _mode.active() if not _context.in_call() else None
+    if mode is None:
         return _ORIG_GETADDRINFO(host, port, *args, **kwargs)
-    return rt.dns_lookup(host, port, lambda: _ORIG_GETADDRINFO(host, port, *args, **kwargs))
+    host_s = host.decode() if isinstance(host, bytes) else str(host)
+    return mode.dns_lookup(host_s, port, lambda: _ORIG_GETADDRINFO(host, port, *args, **kwargs))
 
 
 def current_flow() -> str:

@@ -1,0 +1,69 @@
+"""The canonical call and the recorded answer: what every client's request and response become."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _body
+
+
+@dataclass
+class HttpCall:
+    """A client's request in neutral form."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes | None
+    client: str
+
+
+class Answer:
+    """A recorded response (or error) to serve in replay, in wire form for the client to parse."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        response = event.get("response")
+        self.error: dict[str, Any] | None = event.get("error")
+        self.status: int = response["status"] if response else 0
+        self.reason: str = (response or {}).get("reason") or ""
+        self.http_version: str = (response or {}).get("http_version") or "HTTP/1.1"
+        self.has_response = response is not None
+        recorded_headers = [tuple(h) for h in (response or {}).get("headers", [])]
+        encoding = (
+            None
+            if (response or {}).get("body_encoding")
+            else _body.header(recorded_headers, "content-encoding")
+        )
+        self._encoding = encoding
+        self._payload = self._decoded_chunks(response or {})
+        if encoding and _body.header(recorded_headers, "content-length") is not None:
+            length = len(b"".join(self.chunks()))
+            recorded_headers = [
+                (k, str(length) if k.lower() == "content-length" else v)
+                for k, v in recorded_headers
+            ]
+        self.headers: list[tuple[str, str]] = recorded_headers
+
+    @staticmethod
+    def _decoded_chunks(response: dict[str, Any]) -> list[bytes]:
+        if response.get("chunks") is not None:
+            return [_body.decode_body(c) for c in response["chunks"]]
+        data = _body.decode_body(response.get("body"))
+        return [data] if data else []
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as the server sent it: recorded chunks, content-coding re-applied."""
+        encoder = _body.ContentEncoder(self._encoding)
+        last = len(self._payload) - 1
+        if last < 0 and self._encoding:
+            yield encoder.encode(b"", final=True)
+        for i, data in enumerate(self._payload):
+            out = encoder.encode(data, final=i == last)
+            if out:
+                yield out
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())

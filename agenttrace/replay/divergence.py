@@ -1,0 +1,134 @@
+"""What a divergence message says: the call, its step, and the closest recorded candidates.
+
+Good messages name the step, the expected and the actual (Temporal, DBOS). Only built on a miss
+(an error path), so scanning the recording is fine here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from .engine import ReplayEngine
+from .matching import request_key
+
+
+def unrecorded_call(engine: ReplayEngine, request: dict[str, Any], step: str | None) -> str:
+    where = f" in step {step!r}" if step else " outside any step"
+    lines = [f"unrecorded call {request['method']} {request['url']}{where}."]
+    found = candidates(engine, request)
+    if found:
+        lines.append("Closest recorded calls not yet replayed:")
+        for event, diff in found:
+            lines.append(
+                f"  #{event['seq']} {event['request']['method']} {event['request']['url']}"
+                + (f" (step {event['step']!r})" if event.get("step") else "")
+                + f": {diff}"
+            )
+    else:
+        lines.append("Every recorded call has already been replayed.")
+    lines.append(f"Recording: {engine.source}")
+    return "\n".join(lines)
+
+
+def dropped_answer(recorded: dict[str, Any]) -> str:
+    """A step filter dropped this call's payloads when recording: only its status is left, so
+    the agent would silently get an empty answer."""
+    where = f" in step {recorded['step']!r}" if recorded.get("step") else ""
+    return (
+        f"cannot replay {recorded['request']['method']} {recorded['request']['url']}{where}: "
+        "its payloads were dropped by a step filter when it was recorded, so only an empty "
+        "answer is left. Have the filter redact fields instead of returning None."
+    )
+
+
+def never_made(unplayed: list[dict[str, Any]]) -> str:
+    names = ", ".join(
+        f"#{e['seq']} {e['request']['method']} {e['request']['url']}"
+        + (f" (step {e['step']!r})" if e.get("step") else "")
+        for e in unplayed[:5]
+    )
+    more = f" and {len(unplayed) - 5} more" if len(unplayed) > 5 else ""
+    return f"{len(unplayed)} recorded call(s) were never made: {names}{more}"
+
+
+def candidates(
+    engine: ReplayEngine, request: dict[str, Any], limit: int = 3
+) -> list[tuple[dict[str, Any], str]]:
+    """The recorded calls closest to a request that matched none, with what differs."""
+    method, url, body = request_key(request)
+    scored = []
+    for event in engine.not_yet_served():
+        rmethod, rurl, rbody = request_key(event["request"])
+        score = 0.0
+        score += 2.0 if rmethod == method else 0.0
+        score += 3.0 * difflib.SequenceMatcher(None, rurl, url).ratio()
+        score += 2.0 * _similarity(rbody, body)
+        scored.append(
+            (score, event["seq"], event, _difference(method, url, body, rmethod, rurl, rbody))
+        )
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    return [(event, diff) for _, _, event, diff in scored[:limit]]
+
+
+def _similarity(a: str, b: str) -> float:
+    if a == b:
+        return 1.0
+    if len(a) + len(b) > 20000:  # keep the error path fast for huge bodies
+        a, b = a[:10000], b[:10000]
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).quick_ratio()
+
+
+def _difference(method: str, url: str, body: str, rmethod: str, rurl: str, rbody: str) -> str:
+    parts = []
+    if method != rmethod:
+        parts.append(f"method {rmethod} recorded, {method} now")
+    if url != rurl:
+        parts.append(f"URL recorded {rurl}")
+    if body != rbody:
+        parts.append("body differs: " + body_diff(rbody, body))
+    return "; ".join(parts) or "identical key (already consumed by an earlier call)"
+
+
+def body_diff(recorded: str, actual: str) -> str:
+    """A short description of where two canonical bodies differ."""
+    try:
+        a, b = json.loads(recorded or "null"), json.loads(actual or "null")
+    except ValueError:
+        a = b = None
+    else:
+        diffs = list(json_diff(a, b, "body"))
+        if diffs:
+            return "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
+    for i, (x, y) in enumerate(zip(recorded, actual, strict=False)):
+        if x != y:
+            return f"at char {i}: recorded …{recorded[max(0, i - 20) : i + 30]!r}…, now …{actual[max(0, i - 20) : i + 30]!r}…"
+    return f"recorded {len(recorded)} chars, now {len(actual)} chars"
+
+
+def json_diff(a: Any, b: Any, path: str) -> Iterator[str]:
+    """Each difference between two JSON values, as ``path: recorded X, now Y``."""
+    if type(a) is not type(b):
+        yield f"{path}: recorded {_short(a)}, now {_short(b)}"
+    elif isinstance(a, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a:
+                yield f"{path}.{key}: not recorded, now {_short(b[key])}"
+            elif key not in b:
+                yield f"{path}.{key}: recorded {_short(a[key])}, now missing"
+            else:
+                yield from json_diff(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        if len(a) != len(b):
+            yield f"{path}: recorded {len(a)} items, now {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            yield from json_diff(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield f"{path}: recorded {_short(a)}, now {_short(b)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "…"
