@@ -11,7 +11,7 @@ def main():
 
 from ._api import get_settings, init, run, set_result, shutdown, step
 from ._config import Settings
-from ._version import VERSION
+from ._version import VERSION as __version__  # noqa: F401 (the package version)
 from .errors import (
     ConfigError,
     EventsFileError,
@@ -34,4 +34,3 @@ __all__ = [
     "ReplayDivergence",
     "SandboxEscape",
 ]
-__version__ = VERSION

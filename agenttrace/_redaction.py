@@ -495,6 +495,9 @@ class Redactor:
             self.masks = tuple(m if isinstance(m, re.Pattern) else re.compile(m) for m in masks)
         self.keep = frozenset(k.lower() for k in keep)
         self._verdicts: dict[str, int] = {}
+        self._attribute_keys: dict[str, bool] = {}
+        self.clean_attributes: set[tuple[str, str]] = set()  # span attributes seen unchanged
+        self._plain = not (self.masks or self.mask_fn)  # only default scrubbing applies
 
     def verdict(self, key: str) -> int:
         """What default scrubbing does with a key (cached: the same few keys recur endlessly)."""
@@ -586,13 +589,27 @@ class Redactor:
 
     def text(self, value: str) -> str:
         """Any free text (an exception message, a span attribute)."""
+        if self._plain and not patterns.suspicious(value):
+            return value  # every span attribute goes through here: skip the walk's set-up
         return _Walk(self, EMPTY).text(value, "")
 
     def url(self, value: str) -> str:
+        if self._plain and not patterns.suspicious(value):
+            return value
         return _Walk(self, EMPTY).url(value, "")
 
     def keeps(self, key: str) -> bool:
         return key.lower() in self.keep
+
+    def secret_attribute(self, key: str) -> bool:
+        """Whether a span attribute of this name holds a credential (cached per name)."""
+        secret = self._attribute_keys.get(key)
+        if secret is None:
+            secret = not self.keeps(key) and is_secret_key(key)
+            if len(self._attribute_keys) > 10000:
+                self._attribute_keys.clear()
+            self._attribute_keys[key] = secret
+        return secret
 
 
 def _call_filter(fn: EventFilter, event: dict[str, Any]) -> dict[str, Any] | None:

@@ -26,7 +26,6 @@ from opentelemetry.trace import Link, Status
 
 from . import _trace
 from ._redaction import MARKER, Redactor
-from ._scrub_patterns import is_secret_key
 
 logger = logging.getLogger("agenttrace")
 
@@ -125,10 +124,19 @@ def scrub_attributes(
 
 
 def scrub_attribute(key: str, value: Any, redactor: Redactor) -> Any:
-    if not redactor.keeps(key) and is_secret_key(key):
+    if redactor.secret_attribute(key):
         return _blank_value(value)
     if isinstance(value, str):
-        return redactor.url(value) if key in URL_ATTRIBUTES else redactor.text(value)
+        # Spans repeat the same few values (method, host, URL): remember the clean ones.
+        clean = redactor.clean_attributes
+        if (key, value) in clean:
+            return value
+        new = redactor.url(value) if key in URL_ATTRIBUTES else redactor.text(value)
+        if new == value:
+            if len(clean) > 10000:
+                clean.clear()
+            clean.add((key, value))
+        return new
     if isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
         return tuple(redactor.text(v) if isinstance(v, str) else v for v in value)
     return value

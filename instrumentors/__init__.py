@@ -19,6 +19,8 @@ import wrapt
 
 from agenttrace._patches import Patches
 
+__all__ = ["TARGETS", "instrument"]
+
 logger = logging.getLogger("agenttrace")
 
 # library module -> our instrumentor module (it has ``patch(module, patches)``)

@@ -305,9 +305,10 @@ def test_every_exporter_sits_behind_the_one_scrubbing_processor(otlp_env, tmp_pa
 
 
 def test_scrubbing_processor_hands_on_scrubbed_spans_and_withholds_what_it_cannot_scrub():
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
     from agenttrace._redaction import Redactor
     from agenttrace._scrub_spans import ScrubbingSpanProcessor
-    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
     class Collect(SpanProcessor):
         def __init__(self):
