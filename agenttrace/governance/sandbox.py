@@ -1,19 +1,14 @@
 """Facts about the machine, gathered before the sandbox closes: not agent I/O.
 
 SDKs describe the machine in request headers (the OpenAI and Anthropic SDKs call
-``platform.processor()``, which runs ``uname -p`` once per process); ``uuid.getnode()`` (behind
-``uuid1``) may run ``ip link`` / ``ifconfig`` to find a MAC address. Those are the same facts in
-record and replay, so they must not count as sandbox escapes.
+``platform.processor()``, which runs ``uname -p`` once per process): the same fact in record and
+replay, so it must not count as a sandbox escape. (``uuid.getnode()``, which may run ``ip link``,
+is served from the recording by the Player.)
 """
 
 from __future__ import annotations
 
 import platform
-import uuid
-from collections.abc import Callable
-
-from .._patches import Patches
-from .gate import Governance
 
 
 def warm_platform_caches() -> None:
@@ -23,21 +18,3 @@ def warm_platform_caches() -> None:
             probe()
         except Exception:
             pass
-
-
-def exempt_machine_probes(gate: Governance, patches: Patches) -> None:
-    """``uuid.getnode`` runs outside the sandbox, on demand (warming it would cost every replay a
-    subprocess)."""
-    original: Callable[[], int] = uuid.getnode
-
-    def getnode() -> int:
-        with gate.exempt():
-            return original()
-
-    patches.replace(uuid, "getnode", getnode)
-
-
-def close(gate: Governance, patches: Patches) -> None:
-    """Close the sandbox for a governed (or relaxed) replay."""
-    warm_platform_caches()
-    exempt_machine_probes(gate, patches)
