@@ -583,6 +583,24 @@ class Handler(BaseHTTPRequestHandler):
         }
         self.send_json(200, payload)
 
+    def token(self) -> None:
+        """An OAuth-style answer full of what scrubbing removes (``?gzip=1``: gzip-encoded)."""
+        data = json.dumps(
+            {
+                "access_token": "tok_" + "9" * 40,
+                "token_type": "bearer",
+                "user": "ada@example.com",
+                "order": "ACME-123456",
+                "expires_in": 3600,
+            }
+        ).encode()
+        if self.query.get("gzip"):
+            self.send_bytes(
+                200, gzip.compress(data, mtime=0), "application/json", {"Content-Encoding": "gzip"}
+            )
+        else:
+            self.send_bytes(200, data, "application/json")
+
     def gzipped(self) -> None:
         data = json.dumps({"compressed": True, "items": list(range(50))}).encode()
         self.send_bytes(
@@ -636,6 +654,7 @@ ROUTES = {
     ("GET", "/weather"): Handler.weather,
     ("*", "/echo"): Handler.echo,
     ("GET", "/gzip"): Handler.gzipped,
+    ("GET", "/token"): Handler.token,
     ("GET", "/binary"): Handler.binary,
     ("GET", "/slow"): Handler.slow,
     ("GET", "/sse"): Handler.sse,
