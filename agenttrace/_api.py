@@ -168,7 +168,9 @@ class _RunScope(_Scope):
     def finish(self, exc: BaseException | None) -> None:
         assert self.handle is not None
         failure = _failure(exc)
-        if failure and exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            self.handle.terminate({"signal": "SIGINT"})  # Python's SIGINT handler raised it
+        elif failure and exc is not None:
             self.handle.fail(failure)
             _record_exception(self.handle.span, exc, self.session)
         self.session.runs.close(self.handle)

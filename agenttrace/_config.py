@@ -22,6 +22,7 @@ DEFAULT_API_URL = "https://api.theagenttrace.com"
 API_KEY_PREFIXES = ("at_live_", "at_test_")
 MODES = ("record", "replay")
 GOVERNANCE_LEVELS = ("relaxed", "governance")
+JOURNAL_FSYNC = ("never", "always")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("local_dir", "AGENTTRACE_LOCAL_DIR", ".agenttrace", "Local trace store directory"),
     Param(
+        "journal_fsync",
+        "AGENTTRACE_JOURNAL_FSYNC",
+        "never",
+        "never or always: fsync the run journal after every event (survives a power cut, "
+        "costs a disk flush per event)",
+    ),
+    Param(
         "service_name",
         "OTEL_SERVICE_NAME",
         None,
@@ -84,6 +92,7 @@ class Settings:
     mask: Any = ()
     scrub_keep: tuple[str, ...] = ()
     local_dir: str = ".agenttrace"
+    journal_fsync: str = "never"
     service_name: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -211,6 +220,9 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         values["governance_level"],
         sources["governance_level"],
         GOVERNANCE_LEVELS,
+    )
+    values["journal_fsync"] = _choice(
+        "journal_fsync", values["journal_fsync"], sources["journal_fsync"], JOURNAL_FSYNC
     )
     values["mask"] = _mask_value(values["mask"], sources["mask"])
     values["scrub_keep"] = _names_value("scrub_keep", values["scrub_keep"], sources["scrub_keep"])

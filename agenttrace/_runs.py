@@ -31,6 +31,7 @@ class RunHandle:
         self.events: list[dict[str, Any]] = []
         self.clock: dict[str, list[int]] = {}  # wall-clock reads (ns) per flow, in order
         self.failed: str | None = None
+        self.ending: dict[str, Any] | None = None  # how the process cut it short (terminate)
         self.ended = False
         self._scrub = scrub
         # An implicit run with nothing in it is not written when explicit runs held the work.
@@ -46,13 +47,24 @@ class RunHandle:
     def fail(self, message: str) -> None:
         self.failed = message
 
+    def terminate(self, how: dict[str, Any]) -> None:
+        """The process is ending the run from outside (``{"signal": "SIGTERM"}``,
+        ``{"exit_status": 3, "by": "os._exit"}``): status ``terminated``."""
+        if self.ending is None:
+            self.ending = how
+
     def end(self) -> None:
         if self.ended:
             return
         self.ended = True
         if self.events:
             self.span.set_attribute(_trace.ATTR_EVENTS, _trace.dumps_compact(self.events))
-        if self.failed:
+        if self.ending is not None:
+            self.span.set_attribute(_trace.ATTR_RUN_STATUS, "terminated")
+            self.span.set_attribute(_trace.ATTR_RUN_EXIT, _trace.dumps_compact(self.ending))
+            message = _trace.ending_message("terminated", self.ending)
+            self.span.set_status(Status(StatusCode.ERROR, message))
+        elif self.failed:
             self.span.set_status(Status(StatusCode.ERROR, self._scrub(self.failed)))
         else:
             self.span.set_status(Status(StatusCode.OK))
@@ -82,6 +94,8 @@ class Runs:
         self._pending_clock: dict[str, list[int]] = {}
         self._closed = False
         self.watchers: list[Callable[[RunHandle], None]] = []  # told of every run that opens
+        # told of every event logged in a run (entropy, DNS, its clock reads at the end)
+        self.sinks: list[Callable[[RunHandle, dict[str, Any]], None]] = []
 
     def next_seq(self) -> int:
         return next(self._seq)  # itertools.count: atomic under the GIL, no lock on the hot path
@@ -107,11 +121,14 @@ class Runs:
                 self._open.remove(run)
             clock, run.clock = run.clock, {}
         if clock:
-            run.events.append(clock_event(self.next_seq(), clock))
+            event = clock_event(self.next_seq(), clock)
+            run.events.append(event)
+            self._tell(run, event)
         run.end()
 
-    def close_all(self, failure: str | None) -> None:
-        """End every open run (the session stops); ``failure`` marks those still unfailed.
+    def close_all(self, failure: str | None, ending: dict[str, Any] | None = None) -> None:
+        """End every open run (the session stops); ``failure`` marks those still unfailed,
+        ``ending`` (the process is being terminated) marks them all ``terminated``.
 
         A process that recorded no run at all still gets its (empty) implicit run, so the run
         can be found and replayed like any other.
@@ -124,7 +141,9 @@ class Runs:
             runs = list(reversed(self._open))
             self._closed = True
         for run in runs:
-            if failure and run.failed is None:
+            if ending is not None:
+                run.terminate(ending)
+            elif failure and run.failed is None:
                 run.fail(failure)
             self.close(run)
 
@@ -203,6 +222,12 @@ class Runs:
         run = self.in_context()
         with self._lock:
             (run.events if run is not None else self._pending).append(event)
+        if run is not None:
+            self._tell(run, event)
+
+    def _tell(self, run: RunHandle, event: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink(run, event)
 
 
 def clock_event(seq: int, clock: dict[str, list[int]]) -> dict[str, Any]:

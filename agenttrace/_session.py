@@ -10,12 +10,10 @@ another, with nothing leaking between them.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import platform
 import random
-import sys
 import time
 from typing import Any
 
@@ -25,7 +23,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Reso
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-from . import _config, _propagation
+from . import _config, _exit, _propagation
 from ._ids import ID_GENERATOR
 from ._patches import Patches
 from ._redaction import Redactor
@@ -39,6 +37,7 @@ from .governance import Governance, sandbox, stderr
 from .governance import hook as governance_hook
 from .record import Recorder
 from .replay import ReplayEngine, ReplaySpanProcessor
+from .replay.divergence import recording_cut
 
 logger = logging.getLogger("agenttrace")
 
@@ -61,13 +60,21 @@ class Session:
         self.patches = Patches()
         self.failure: str | None = None
         self.exit_code: int | None = None
+        self.ending: dict[str, Any] | None = None  # a signal or os._exit is ending the process
+        self.stop_timeout = 5.0  # what stopping may take when a signal ends the process
         self.failed = False  # a governed replay with violations: the process must not exit 0
         self._started = False
         self._stopped = False
         recorded: dict[str, Any] = {}
         events: list[dict[str, Any]] = []
         label = ""
+        self.journal: Any = None
         if settings.replaying:
+            from .exporters.recovery import finalise_orphans
+
+            # What a replay loads may be a run killed a moment ago (last-failure.json): finish
+            # it first. Nothing is sent from a replay; its spans wait in the spool.
+            finalise_orphans(settings.local_dir, send=False)
             recorded, events, label = load_replay_source(settings.replay_events)
         self.facts = _run_facts(settings, recorded)
         self.provider = _provider(settings)
@@ -90,6 +97,7 @@ class Session:
                 self.gate,
                 self.store,
                 started_ns=int(float(self.facts["clock_start"]) * 1e9),
+                cut=recording_cut(recorded, events),
             )
             self.mode: Any = self.player
             exporters: list[SpanProcessor] = [self.player]  # a replay is offline
@@ -104,10 +112,27 @@ class Session:
     def _record_exporters(self) -> list[SpanProcessor]:
         settings = self.settings
         exporters: list[SpanProcessor] = []
+        from .exporters import journal
+
+        if journal.supported():
+            self.journal = journal.Journal(
+                settings.local_dir,
+                self.redactor,
+                fsync=settings.journal_fsync == "always",
+                resource=dict(self.provider.resource.attributes),
+                settled=None if settings.api_key else lambda trace_id: self.store.settled(trace_id),
+                acknowledged=bool(settings.api_key),
+            )
         if settings.api_key:
             from .exporters.backend import backend_processor
 
-            exporters.append(backend_processor(settings))
+            backend = backend_processor(
+                settings, done=self.journal.delivered if self.journal is not None else None
+            )
+            self.stop_timeout = backend.tuning.export_timeout + 2.0
+            if self.journal is not None:
+                self.journal.export = backend.spool.describe()
+            exporters.append(backend)
         else:
             from .exporters.local import LocalStore
 
@@ -118,6 +143,11 @@ class Session:
         collector = collector_processor(self.provider)
         if collector is not None:
             exporters.append(collector)
+        if self.journal is not None:
+            # Last: it sees a run's root span end after the local store wrote the trace.
+            self.runs.watchers.append(self.journal.watch)
+            self.runs.sinks.append(self.journal.event)
+            exporters.append(self.journal)
         return exporters
 
     # -- start and stop ------------------------------------------------------------------------
@@ -139,7 +169,7 @@ class Session:
         _propagation.install(patches)
         instrument(patches)
         if self.owns_exit:
-            _track_exit(self, patches)
+            _exit.track(self, patches)
         random.seed(self.facts["seed"])
         if self.gate is not None:
             sandbox.warm_platform_caches()
@@ -148,6 +178,11 @@ class Session:
         if not clock.install(patches):
             logger.warning("agenttrace: time-machine is unusable; wall-clock reads not recorded")
         capture_mode.activate(self.mode)
+        if self.journal is not None:
+            from .exporters.recovery import finalise_in_background
+
+            settings = self.settings
+            finalise_in_background(settings.local_dir, settings.api_url, settings.api_key)
         return self
 
     def stop(self) -> None:
@@ -160,7 +195,7 @@ class Session:
         if self.gate is not None:
             governance_hook.deactivate(self.gate)
         self.mode.close_open()  # streams the agent never closed still get recorded
-        self.runs.close_all(self.failure)
+        self.runs.close_all(self.failure, self.ending)
         self.spans.shutdown()
         _router(self.provider).detach(self.spans)
         if self.store is not None:
@@ -170,6 +205,17 @@ class Session:
         self.patches.undo()
         if _current is self:
             _current = None
+
+    def terminate(self, how: dict[str, Any]) -> None:
+        """The process is being ended (a signal, ``os._exit``): the open runs end
+        ``terminated`` and are written, as at a normal exit."""
+        if self._stopped or not self._started:
+            return
+        if self.ending is None:
+            self.ending = how
+        if self.journal is not None:
+            self.journal.note_exit(self.ending)
+        self.stop()
 
     # -- what tests and the pytest plugin read ---------------------------------------------------
 
@@ -273,43 +319,3 @@ def _router(provider: TracerProvider) -> _Router:
         provider.add_span_processor(router)
         provider._agenttrace_router = router  # type: ignore[attr-defined]
     return router
-
-
-# -- how the process ends ----------------------------------------------------------------------
-
-
-def _track_exit(session: Session, patches: Patches) -> None:
-    """Know how the process ends: uncaught exception or sys.exit status (atexit gets neither),
-    and stop the session at exit."""
-    original_excepthook = sys.excepthook
-    original_exit = sys.exit
-
-    def excepthook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
-        if session.failure is None:
-            session.failure = f"{exc_type.__name__}: {exc}"
-        original_excepthook(exc_type, exc, tb)
-
-    def exit(status: Any = None) -> None:  # noqa: A001
-        if status not in (None, 0):
-            session.exit_code = status if isinstance(status, int) else 1
-            if session.failure is None:
-                session.failure = f"SystemExit: {status}"
-        original_exit(status)
-
-    def at_exit() -> None:
-        try:
-            session.stop()
-        except Exception:
-            logger.exception("agenttrace: error at exit")
-        if session.failed:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                logging.shutdown()
-            finally:
-                os._exit(session.exit_code if session.exit_code not in (None, 0) else 1)
-
-    patches.replace(sys, "excepthook", excepthook)
-    patches.replace(sys, "exit", exit)
-    atexit.register(at_exit)
-    patches.on_undo(lambda: atexit.unregister(at_exit))

@@ -23,11 +23,43 @@ ATTR_RUN_NAME = "agenttrace.run.name"
 ATTR_RUN = (
     "agenttrace.run"  # JSON: run facts replay needs (seed, started_at, hash_seed, sdk, python)
 )
+# How a run ended when it did not end by itself: "terminated" (SIGTERM, SIGINT, os._exit) or
+# "killed" (its process died; set when a later process finalises the run from its journal).
+ATTR_RUN_STATUS = "agenttrace.run.status"
+ATTR_RUN_EXIT = "agenttrace.run.exit"  # JSON: {"signal": "SIGTERM"} / {"exit_status": 3}
 ATTR_STEP_TYPE = "agenttrace.step.type"
 ATTR_STEP_INPUT = "agenttrace.step.input"
 ATTR_STEP_RESULT = "agenttrace.step.result"
 
 EVENT_FIELDS = ("seq", "kind", "request")
+
+STATUSES = ("ok", "error", "terminated", "killed", "unset")
+FAILED = ("error", "terminated", "killed")  # what last-failure.json and `pull --last-failure` find
+
+
+def run_status(root: Mapping[str, Any]) -> str:
+    """The status of the run whose root span record this is (the local store and the server
+    both derive it here)."""
+    ended = root["attributes"].get(ATTR_RUN_STATUS)
+    if ended in ("terminated", "killed"):
+        return ended
+    if root["status"] == "error":
+        return "error"
+    return "ok" if root.get("end_ns") else "unset"
+
+
+def ending_message(status: str, how: Mapping[str, Any]) -> str:
+    """The root span's status message for a run cut short: "terminated by SIGTERM",
+    "terminated by os._exit(3)", "killed: its process died without ending the run"."""
+    if how.get("signal"):
+        cause = f"by {how['signal']}"
+    elif how.get("by"):
+        cause = f"by {how['by']}({how.get('exit_status', '')})"
+    else:
+        cause = ""
+    if status == "killed":
+        return "killed: its process died without ending the run" + (f" ({cause})" if cause else "")
+    return f"{status} {cause}".strip()
 
 
 def span_record(
@@ -94,15 +126,14 @@ def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         facts = json.loads(root["attributes"].get(ATTR_RUN, "{}"))
         run.update(
             name=root["attributes"].get(ATTR_RUN_NAME),
-            status="error"
-            if root["status"] == "error"
-            else ("ok" if root.get("end_ns") else "unset"),
+            status=run_status(root),
             started_at=_iso(root["start_ns"]),
             ended_at=_iso(root.get("end_ns")),
         )
         if root.get("status_message"):
             run["error"] = root["status_message"]
         run.update(facts)
+        run.update(_object(root["attributes"].get(ATTR_RUN_EXIT)))
     return {
         "format": FORMAT,
         "trace_id": trace_id,
@@ -112,9 +143,19 @@ def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _object(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {}
+
+
 def _public_span(span: Mapping[str, Any]) -> dict[str, Any]:
     attrs = {
-        k: v for k, v in span["attributes"].items() if k not in (ATTR_EVENT, ATTR_EVENTS, ATTR_RUN)
+        k: v
+        for k, v in span["attributes"].items()
+        if k not in (ATTR_EVENT, ATTR_EVENTS, ATTR_RUN, ATTR_RUN_EXIT)
     }
     out = {
         "span_id": span["span_id"],

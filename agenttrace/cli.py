@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._config import Settings, mask_key, resolve
+from ._trace import FAILED
 from .errors import ConfigError
 
 _PROG = "agenttrace"
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    _finalise_orphans()
     try:
         return handler(args)
     except (CommandError, ConfigError) as exc:
@@ -43,6 +45,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status if isinstance(exc, CommandError) else 2
     except KeyboardInterrupt:
         return 130
+
+
+def _finalise_orphans() -> None:
+    """Runs whose process died (their journals in the local store) become traces first, so
+    `pull --last-failure`, `flush` and the rest see them. Never fails the command."""
+    try:
+        from .exporters.recovery import finalise_orphans
+
+        try:
+            settings = resolve({})
+        except ConfigError:
+            return  # the command itself reports the configuration problem
+        finalise_orphans(settings.local_dir, settings.api_url, settings.api_key)
+    except Exception as exc:  # a broken journal must not break the command
+        _say(f"could not look for runs to recover: {exc!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,7 +203,7 @@ def _pull(args: argparse.Namespace) -> int:
     if trace_id is None:
         params: dict[str, Any] = {"limit": 1}
         if args.last_failure:
-            params["status"] = "error"
+            params["status"] = ",".join(FAILED)
         traces = client.get("/api/v1/traces", params=params)["traces"]
         if not traces:
             kind = "failed runs" if args.last_failure else "traces"

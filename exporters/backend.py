@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ from .spool import Spool, default_spool_dir, max_spool_bytes
 
 DEFAULT_EXPORT_TIMEOUT = 5.0
 TRACES_PATH = "/v1/traces"
+
+Done = Callable[[Sequence[ReadableSpan]], None]
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,21 @@ def export_timeout_from_env() -> float:
     return value
 
 
-def backend_processor(settings: Settings, **tuning: Any) -> BackendSpanProcessor:
+def backend_processor(
+    settings: Settings, done: Done | None = None, **tuning: Any
+) -> BackendSpanProcessor:
     """The span processor the runtime adds to the TracerProvider when an API key is set.
 
     Also starts delivering what earlier processes spooled for this key, in the background.
+    ``done`` is told of every batch the processor is through with (see ``BackendSpanProcessor``).
     """
     if not settings.api_key:
         raise ConfigError("backend export needs an API key (api_key= or AGENTTRACE_API_KEY)")
     tuning.setdefault("export_timeout", export_timeout_from_env())
     spool = Spool(default_spool_dir(), settings.api_url, settings.api_key, max_spool_bytes())
-    return BackendSpanProcessor(settings.api_url, settings.api_key, spool, Tuning(**tuning))
+    return BackendSpanProcessor(
+        settings.api_url, settings.api_key, spool, Tuning(**tuning), done=done
+    )
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -276,13 +283,24 @@ def _deliver_splitting(sender: Sender, payload: bytes, timeout: float, spool: Sp
 
 
 class BackendSpanProcessor(SpanProcessor):
-    """Batching, retrying, spooling span processor for the AgentTrace backend."""
+    """Batching, retrying, spooling span processor for the AgentTrace backend.
+
+    ``done(spans)`` is called (on the worker thread) for each batch the processor is through
+    with: acknowledged by the backend, spooled to disk, or refused for good. The run journal
+    uses it to know what a finaliser no longer needs to send.
+    """
 
     def __init__(
-        self, api_url: str, api_key: str, spool: Spool, tuning: Tuning | None = None
+        self,
+        api_url: str,
+        api_key: str,
+        spool: Spool,
+        tuning: Tuning | None = None,
+        done: Done | None = None,
     ) -> None:
         self.tuning = tuning or Tuning()
         self.spool = spool
+        self._done = done
         self._api_url = api_url
         self._api_key = api_key
         self._init_state()
@@ -299,7 +317,7 @@ class BackendSpanProcessor(SpanProcessor):
         self._flush_waiters: list[threading.Event] = []
         self._deadline: float | None = None
         self._abandoned = False
-        self._in_flight: tuple[bytes, int] | None = None
+        self._in_flight: tuple[bytes, int, list[ReadableSpan]] | None = None
         self._dropped = 0
         self._sent = 0  # spans the backend acknowledged, and spans spooled: the exit summary
         self._spooled = 0
@@ -353,11 +371,11 @@ class BackendSpanProcessor(SpanProcessor):
                 in_flight, self._in_flight = self._in_flight, None
                 leftovers = self._take(len(self._queue))
             with suppress_instrumentation():
-                if in_flight is not None:
-                    self._spool(*in_flight)
+                if in_flight is not None and self._spool(in_flight[0], in_flight[1]):
+                    self._through(in_flight[2])
                 payload = self._encode(leftovers) if leftovers else None
-                if payload:
-                    self._spool(payload, len(leftovers))
+                if payload and self._spool(payload, len(leftovers)):
+                    self._through(leftovers)
         if self._dropped:
             _warn(
                 f"{self._dropped} spans were dropped because the export queue was full "
@@ -394,7 +412,7 @@ class BackendSpanProcessor(SpanProcessor):
                             return
                         batch = self._take(self.tuning.batch_size)
                         payload = self._encode(batch)
-                        self._in_flight = (payload, len(batch)) if payload else None
+                        self._in_flight = (payload, len(batch), batch) if payload else None
                     if payload:
                         try:
                             self._deliver(payload, len(batch))
@@ -406,6 +424,8 @@ class BackendSpanProcessor(SpanProcessor):
                         if self._abandoned:
                             return
                         self._in_flight = None
+                    if payload:
+                        self._through(batch)
                     if (
                         not stopping
                         and not self._flush_waiters
@@ -548,10 +568,19 @@ class BackendSpanProcessor(SpanProcessor):
             f"Traces are kept in {self.spool.directory}; {fix} and run `agenttrace flush`."
         )
 
-    def _spool(self, payload: bytes, spans: int) -> None:
+    def _spool(self, payload: bytes, spans: int) -> bool:
         if self.spool.write(payload, spans):
             self._spooled += spans
             self._spooled_since_success = True
+            return True
+        return False
+
+    def _through(self, batch: list[ReadableSpan]) -> None:
+        if self._done is not None:
+            try:
+                self._done(batch)
+            except Exception as exc:  # a listener's failure must not stop the export
+                _warn(f"after exporting a batch: {exc!r}")
 
     def _keep(self, payload: bytes, spans: int) -> None:
         # From the worker: once shutdown abandoned it, the main thread has spooled its batch.

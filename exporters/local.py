@@ -2,7 +2,8 @@
 
 Collects the spans of each run as they end and, when the run's root span ends, writes the trace
 document atomically to ``<dir>/traces/<trace_id>.json``, ``<dir>/last.json`` and, for a failed
-run, ``<dir>/last-failure.json``.
+run, ``<dir>/last-failure.json`` (:func:`publish`, also what a run finalised from its journal
+goes through).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def span_to_record(span: ReadableSpan) -> dict[str, Any]:
     )
 
 
-def write_atomic(path: str, text: str | Callable[[TextIO], None]) -> None:
-    """Write via a temporary file and rename; ``text`` may be a function writing to the file.
-    The temporary name is not random on purpose: tempfile would draw entropy, which replay
-    serves to the agent."""
+def write_atomic(
+    path: str, text: str | Callable[[TextIO], None], mtime_ns: int | None = None
+) -> None:
+    """Write via a temporary file and rename; ``text`` may be a function writing to the file;
+    ``mtime_ns`` dates it (before the rename, so nobody sees it undated). The temporary name is
+    not random on purpose: tempfile would draw entropy, which replay serves to the agent."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(
@@ -56,6 +59,8 @@ def write_atomic(path: str, text: str | Callable[[TextIO], None]) -> None:
                 text(fh)
             else:
                 fh.write(text)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -71,6 +76,35 @@ def _copy_of(source: str) -> Callable[[TextIO], None]:
             shutil.copyfileobj(src, fh)
 
     return copy
+
+
+def publish(directory: str, document: dict[str, Any], ended_ns: int | None = None) -> str:
+    """Write a run's document to ``traces/<trace_id>.json`` and point ``last.json`` (and, for a
+    failed run, ``last-failure.json``) at it; returns the trace's path.
+
+    ``last*.json`` are dated by when their run ended. A run finalised after the fact
+    (``ended_ns``: when its process died) takes them only from runs that ended before it.
+    """
+    path = os.path.join(directory, "traces", f"{document['trace_id']}.json")
+    # Streamed to disk, then copied: the document as one string would multiply the peak
+    # memory of a long run several times over.
+    write_atomic(path, lambda fh: _trace.dump(document, fh))
+    names = ["last.json"]
+    if document["run"]["status"] in _trace.FAILED:
+        names.append("last-failure.json")
+    for name in names:
+        target = os.path.join(directory, name)
+        if ended_ns is not None and _dated_after(target, ended_ns):
+            continue
+        write_atomic(target, _copy_of(path), mtime_ns=ended_ns)
+    return path
+
+
+def _dated_after(path: str, ns: int) -> bool:
+    try:
+        return os.stat(path).st_mtime_ns >= ns
+    except FileNotFoundError:
+        return False
 
 
 class _Collector(SpanProcessor):
@@ -98,6 +132,7 @@ class LocalStore:
         self._spans: dict[int, list[dict[str, Any] | ReadableSpan]] = {}
         self._runs: dict[int, Any] = {}  # trace_id -> RunHandle
         self._written: dict[int, str] = {}
+        self._discarded: set[int] = set()
         self.last_path: str | None = None
         self.last_failed = False
         self.last_events = 0
@@ -146,16 +181,12 @@ class LocalStore:
             spans = list(spans)
             run = self._runs[trace_id]
         if run.discard_if_empty and len(spans) <= 1 and not run.events:
+            with self._lock:
+                self._discarded.add(trace_id)
             return  # nothing happened in the implicit run (explicit runs held the work)
         document = _trace.build_document(spans)
-        path = os.path.join(self.directory, "traces", f"{document['trace_id']}.json")
-        # Streamed to disk, then copied: the document as one string would multiply the peak
-        # memory of a long run several times over.
-        write_atomic(path, lambda fh: _trace.dump(document, fh))
-        write_atomic(os.path.join(self.directory, "last.json"), _copy_of(path))
-        failed = document["run"]["status"] == "error"
-        if failed:
-            write_atomic(os.path.join(self.directory, "last-failure.json"), _copy_of(path))
+        path = publish(self.directory, document)
+        failed = document["run"]["status"] in _trace.FAILED
         with self._lock:
             self._written[trace_id] = path
             self.last_path, self.last_failed, self.last_events = (
@@ -163,6 +194,11 @@ class LocalStore:
                 failed,
                 len(document["events"]),
             )
+
+    def settled(self, trace_id: int) -> bool:
+        """Whether the run of ``trace_id`` is written (or was empty and deliberately not)."""
+        with self._lock:
+            return trace_id in self._written or trace_id in self._discarded
 
     def announce(self) -> None:
         """One line on stderr saying where the trace went."""

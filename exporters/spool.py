@@ -92,12 +92,33 @@ class Spool:
     def __init__(
         self, root: str | os.PathLike[str], api_url: str, api_key: str, max_bytes: int
     ) -> None:
-        self.root = Path(root)
-        self.api_url = api_url
-        self.target = Target(
-            api_url, mask_key(api_key), hashlib.sha256(api_key.encode()).hexdigest()
-        )
-        self.directory = self.root / bucket_name(api_url, api_key)
+        target = Target(api_url, mask_key(api_key), hashlib.sha256(api_key.encode()).hexdigest())
+        self._setup(Path(root), target, bucket_name(api_url, api_key), max_bytes)
+
+    @classmethod
+    def from_description(cls, described: dict[str, str], max_bytes: int) -> Spool:
+        """The bucket :meth:`describe` named, for a process that has not got its key (a run's
+        journal is finalised by whichever process comes next)."""
+        spool = cls.__new__(cls)
+        target = Target(described["api_url"], described["key_prefix"], described["key_sha256"])
+        spool._setup(Path(described["spool"]), target, described["bucket"], max_bytes)
+        return spool
+
+    def describe(self) -> dict[str, str]:
+        """Where this bucket is and whose it is, without the key."""
+        return {
+            "api_url": self.api_url,
+            "spool": os.path.abspath(self.root),
+            "bucket": self.directory.name,
+            "key_prefix": self.target.key_prefix,
+            "key_sha256": self.target.key_sha256,
+        }
+
+    def _setup(self, root: Path, target: Target, bucket: str, max_bytes: int) -> None:
+        self.root = root
+        self.api_url = target.api_url
+        self.target = target
+        self.directory = root / bucket
         self.max_bytes = max_bytes
         self._full_warned = False
         self._error_warned = False

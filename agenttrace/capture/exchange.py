@@ -172,6 +172,11 @@ class Exchange:
             logger.exception("agenttrace: could not record an error")
         self.close()
 
+    @property
+    def answered(self) -> bool:
+        """The client reported a response or an error: the call got somewhere."""
+        return self._response is not None or self._error is not None
+
     def close(self) -> None:
         """The body is fully read or the caller closed it: complete the event and its span."""
         if self._done:

@@ -117,9 +117,12 @@ class Recorder:
             late.end()
 
     def close_open(self) -> None:
-        """Complete the streams the agent never closed, so they still get recorded."""
+        """Complete the streams the agent never closed, so they still get recorded. A call
+        still waiting for its answer (the process is being ended mid-call) was not completed:
+        it is not recorded, as it would not be replayable."""
         for exchange in list(self._open.values()):
-            exchange.close()
+            if exchange.answered:
+                exchange.close()
 
     # -- entropy and DNS -----------------------------------------------------------------------------
 

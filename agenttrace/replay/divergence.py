@@ -9,15 +9,22 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .engine import ReplayEngine
 from .matching import request_key
 
 
-def unrecorded_call(engine: ReplayEngine, request: dict[str, Any], step: str | None) -> str:
+def unrecorded_call(
+    engine: ReplayEngine, request: dict[str, Any], step: str | None, cut: str | None = None
+) -> str:
+    """``cut``: the recording stops short there (``recording_cut``) and all of it was served."""
     where = f" in step {step!r}" if step else " outside any step"
+    if cut is not None:
+        return recording_ends(cut, f"{request['method']} {request['url']}{where}") + (
+            f"\nRecording: {engine.source}"
+        )
     lines = [f"unrecorded call {request['method']} {request['url']}{where}."]
     found = candidates(engine, request)
     if found:
@@ -32,6 +39,29 @@ def unrecorded_call(engine: ReplayEngine, request: dict[str, Any], step: str | N
         lines.append("Every recorded call has already been replayed.")
     lines.append(f"Recording: {engine.source}")
     return "\n".join(lines)
+
+
+def recording_cut(run: Mapping[str, Any], events: list[dict[str, Any]]) -> str | None:
+    """How a recording stops short — its process was killed, or terminated by a signal or
+    ``os._exit`` — or None for a run that ended by itself."""
+    status = run.get("status")
+    if status not in ("killed", "terminated"):
+        return None
+    last = max((e.get("seq", 0) for e in events if e.get("kind") != "clock"), default=0)
+    how = "killed"
+    if status == "terminated":
+        cause = run.get("signal") or (
+            f"os._exit({run['exit_status']})" if "exit_status" in run else ""
+        )
+        how = f"terminated by {cause}" if cause else "terminated"
+    return f"the recorded process was {how} after event {last}"
+
+
+def recording_ends(cut: str, what: str) -> str:
+    return (
+        f"the recording ends here ({cut}): {what} comes after the last recorded event, so "
+        "there is nothing to replay it from."
+    )
 
 
 def dropped_answer(recorded: dict[str, Any]) -> str:

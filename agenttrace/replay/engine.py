@@ -75,6 +75,10 @@ class ReplayEngine:
                     return event
             return None
 
+    def calls_left(self) -> int:
+        """Recorded calls not served yet."""
+        return len(self._unplayed)
+
     def unplayed(self) -> list[dict[str, Any]]:
         with self._lock:
             return [self._unplayed[k] for k in sorted(self._unplayed)]

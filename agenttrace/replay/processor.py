@@ -60,10 +60,14 @@ class ReplaySpanProcessor(SpanProcessor):
         gate: Governance,
         store: Any,
         started_ns: int | None = None,
+        cut: str | None = None,
     ) -> None:
         """``started_ns``: the recorded run's start, where a clock with no recorded reads
-        starts (default: now)."""
+        starts (default: now). ``cut``: how the recording stops short when its process was
+        killed or terminated (``divergence.recording_cut``): what comes after its last event
+        is reported as the end of the recording, not as a divergence of the agent's."""
         self.engine = engine
+        self.cut = cut
         now = time.time_ns()
         self.clock = ReplayClock(engine.clock, now if started_ns is None else started_ns, now)
         self.runs = runs
@@ -95,7 +99,9 @@ class ReplaySpanProcessor(SpanProcessor):
             request, paths = self.redactor.request(live, rules)
             recorded = self.engine.take(request)
             if recorded is None:
-                self.gate.divergence(divergence.unrecorded_call(self.engine, request, step_name))
+                self.gate.divergence(
+                    divergence.unrecorded_call(self.engine, request, step_name, self._cut())
+                )
                 self.gate.passthrough += 1
                 return self._live.exchange(call, request, paths, step_name, rules)
         if recorded.get("dropped"):
@@ -166,9 +172,10 @@ class ReplaySpanProcessor(SpanProcessor):
     def entropy_bytes(self, source: str, size: int, real: Callable[[int], bytes]) -> bytes:
         data = self.engine.entropy(source, size, current_flow())
         if data is None:
-            self.gate.escape(
-                f"{source}({size}) was called more often than in the recording, so there is no "
-                "recorded entropy to serve; real randomness would make the run diverge."
+            self._beyond(
+                f"{source}({size})",
+                "was called more often than in the recording, so there is no recorded entropy "
+                "to serve; real randomness would make the run diverge.",
             )
             data = real(size)
         self._live.log_entropy(source, data)
@@ -177,9 +184,9 @@ class ReplaySpanProcessor(SpanProcessor):
     def entropy_seed(self, real: Callable[[], int]) -> int:
         value = self.engine.seed()
         if value is None:
-            self.gate.escape(
-                "random.Random() / random.seed() without a seed was called more often than in "
-                "the recording."
+            self._beyond(
+                "random.Random() / random.seed() without a seed",
+                "was called more often than in the recording.",
             )
             value = real()
         self._live.log_seed(value)
@@ -190,14 +197,27 @@ class ReplaySpanProcessor(SpanProcessor):
         if recorded is not None:
             result = dns_from_json(recorded)
         else:
-            self.gate.escape(
-                f"DNS lookup of {host}:{port} outside an intercepted HTTP call is not in the "
-                "recording."
+            self._beyond(
+                f"DNS lookup of {host}:{port} outside an intercepted HTTP call",
+                "is not in the recording.",
             )
             with self.gate.exempt():
                 result = real()
         self._live.log_dns(host, port, result)
         return result
+
+    def _cut(self) -> str | None:
+        """How the recording stops short, once everything it holds has been served."""
+        return self.cut if self.cut is not None and not self.engine.calls_left() else None
+
+    def _beyond(self, what: str, problem: str) -> None:
+        """The agent asks for more than was recorded: past the end of a cut recording, or an
+        escape from the sandbox."""
+        cut = self._cut()
+        if cut is not None:
+            self.gate.divergence(divergence.recording_ends(cut, what))
+        else:
+            self.gate.escape(f"{what} {problem}")
 
     def wall_clock(self, real_ns: int) -> int:
         flow = current_flow()

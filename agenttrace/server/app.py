@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._trace import build_document
+from .._trace import STATUSES, build_document
 from . import otlp
-from .store import STATUSES, CursorError, Store
+from .store import CursorError, Store
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_LIST_LIMIT = 1000
@@ -153,10 +153,11 @@ class _Api:
     async def list_traces(self, request: Request) -> Response:
         project = self._project(request)
         params = request.query_params
-        status = params.get("status") or None
-        if status is not None and status not in STATUSES:
+        # one status, or several separated by commas (`pull --last-failure`: error,terminated,killed)
+        status = [s.strip() for s in (params.get("status") or "").split(",") if s.strip()]
+        if any(s not in STATUSES for s in status):
             return _error(
-                400, f"status={status!r} is not valid; choose one of: {', '.join(STATUSES)}"
+                400, f"status={params['status']!r} is not valid; choose from: {', '.join(STATUSES)}"
             )
         limit_text = params.get("limit", "50")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
@@ -167,7 +168,7 @@ class _Api:
             traces, cursor = await run_in_threadpool(
                 self.store.list_traces,
                 project,
-                status=status,
+                status=status or None,
                 limit=int(limit_text),
                 cursor=params.get("cursor") or None,
             )

@@ -18,9 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._trace import ATTR_EVENT, ATTR_EVENTS, ATTR_RUN_NAME
-
-STATUSES = ("ok", "error", "unset")
+from .._trace import ATTR_EVENT, ATTR_EVENTS, ATTR_RUN_NAME, run_status
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -219,14 +217,14 @@ class Store:
                 best, rank = span, span_rank
         if best is None:
             return
-        status = "error" if best["status"] == "error" else ("ok" if best.get("end_ns") else "unset")
+        status = run_status(best)
         conn.execute(
             "UPDATE traces SET name = ?, status = ?, error = ?, root_rank = ? "
             "WHERE project = ? AND trace_id = ? AND root_rank <= ?",
             (
                 best["attributes"].get(ATTR_RUN_NAME, best["name"]),
                 status,
-                best.get("status_message") if status == "error" else None,
+                best.get("status_message") if status not in ("ok", "unset") else None,
                 rank,
                 project,
                 trace_id,
@@ -237,14 +235,21 @@ class Store:
     # -- reads ----------------------------------------------------------------------------------
 
     def list_traces(
-        self, project: str, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        project: str,
+        *,
+        status: str | list[str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first (by run start). Returns (summaries, cursor of the next page or None)."""
+        """Newest first (by run start); ``status``: one or several. Returns (summaries, cursor
+        of the next page or None)."""
         where = ["project = ?"]
         params: list[Any] = [project]
         if status:
-            where.append("status = ?")
-            params.append(status)
+            wanted = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
         if cursor:
             started_ns, trace_id = _decode_cursor(cursor)
             where.append("(started_ns < ? OR (started_ns = ? AND trace_id < ?))")
