@@ -198,6 +198,7 @@ class _StepScope(_Scope):
         span = session.tracer.start_span(
             self.name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
+        session.runs.step_opened(span)
         self.state = _context.StepState(self.name, rules, span)
         base = parent if parent is not None else otel_context.get_current()
         self._ctx = _context.with_step(self.state, trace.set_span_in_context(span, base))
@@ -219,6 +220,7 @@ class _StepScope(_Scope):
                 span.set_status(Status(StatusCode.ERROR, self._session.redactor.text(failure)))
         except Exception:
             logger.exception("agenttrace: could not record step %r", self.name)
+        self._session.runs.step_closed(span)
         span.end()
 
 

@@ -93,6 +93,7 @@ class Runs:
         self._pending: list[dict[str, Any]] = []  # events seen before any run opened
         self._pending_clock: dict[str, list[int]] = {}
         self._closed = False
+        self._steps: set[trace.Span] = set()  # open steps (set add/discard: atomic)
         self.watchers: list[Callable[[RunHandle], None]] = []  # told of every run that opens
         # told of every event logged in a run (entropy, DNS, its clock reads at the end)
         self.sinks: list[Callable[[RunHandle, dict[str, Any]], None]] = []
@@ -126,13 +127,25 @@ class Runs:
             self._tell(run, event)
         run.end()
 
+    def step_opened(self, span: trace.Span) -> None:
+        self._steps.add(span)
+
+    def step_closed(self, span: trace.Span) -> None:
+        self._steps.discard(span)
+
     def close_all(self, failure: str | None, ending: dict[str, Any] | None = None) -> None:
         """End every open run (the session stops); ``failure`` marks those still unfailed,
-        ``ending`` (the process is being terminated) marks them all ``terminated``.
+        ``ending`` (the process is being terminated) marks them all ``terminated`` and ends
+        their open steps, which is where the agent was.
 
         A process that recorded no run at all still gets its (empty) implicit run, so the run
         can be found and replayed like any other.
         """
+        if ending is not None:
+            message = _trace.ending_message("terminated", ending)
+            for step in list(self._steps):
+                step.set_status(Status(StatusCode.ERROR, message))
+                step.end()
         with self._lock:
             if self._implicit is None and (self._pending or not self._explicit):
                 self._implicit = self.open(implicit=True)

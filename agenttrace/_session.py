@@ -65,6 +65,7 @@ class Session:
         self.failed = False  # a governed replay with violations: the process must not exit 0
         self._started = False
         self._stopped = False
+        self._finaliser: Any = None  # the thread finalising runs that died before this process
         recorded: dict[str, Any] = {}
         events: list[dict[str, Any]] = []
         label = ""
@@ -182,7 +183,9 @@ class Session:
             from .exporters.recovery import finalise_in_background
 
             settings = self.settings
-            finalise_in_background(settings.local_dir, settings.api_url, settings.api_key)
+            self._finaliser = finalise_in_background(
+                settings.local_dir, settings.api_url, settings.api_key
+            )
         return self
 
     def stop(self) -> None:
@@ -203,6 +206,10 @@ class Session:
         if self.player is not None:
             self.failed = self.player.report()
         self.patches.undo()
+        if self._finaliser is not None:
+            # A short run must not cut the finalising of a killed one short each time (it would
+            # be finished by a longer process, but later).
+            self._finaliser.join(self.stop_timeout)
         if _current is self:
             _current = None
 

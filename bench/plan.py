@@ -65,6 +65,7 @@ def plan(ctx: Context) -> list[Group]:
         export_group(ctx),
         memory_group(ctx),
         scrub_group(),
+        journal_group(),
     ]
 
 
@@ -224,3 +225,9 @@ def memory_group(ctx: Context) -> Group:
 
 def scrub_group() -> Group:
     return Group("scrub", "scrub", "case_scrub.py", ("agenttrace",), lambda v, r: {}, max_rounds=1)
+
+
+def journal_group() -> Group:
+    return Group(
+        "journal", "journal", "case_journal.py", ("agenttrace",), lambda v, r: {}, max_rounds=1
+    )

@@ -420,17 +420,24 @@ def memory_section(groups: dict[str, Any]) -> str:
     return _table(["10,000 httpx calls", "peak RSS", "added"], rows)
 
 
-def scrub_section(groups: dict[str, Any]) -> str:
-    g = groups.get("scrub")
-    if g is None:
-        return ""
-    v = g["variants"]["agenttrace"]
-    if v["skipped"]:
-        return f"skipped: {v['skipped']}"
-    if not v["median"]:
-        return "error: " + "; ".join(v["errors"])
-    rows = [[name, _fmt(us, " µs")] for name, us in v["median"].items()]
-    return _table(["scrubbing", "per event"], rows)
+def _per_event_section(group: str, title: str) -> Any:
+    def section(groups: dict[str, Any]) -> str:
+        g = groups.get(group)
+        if g is None:
+            return ""
+        v = g["variants"]["agenttrace"]
+        if v["skipped"]:
+            return f"skipped: {v['skipped']}"
+        if not v["median"]:
+            return "error: " + "; ".join(v["errors"])
+        rows = [[name, _fmt(us, " µs")] for name, us in v["median"].items()]
+        return _table([title, "per event"], rows)
+
+    return section
+
+
+scrub_section = _per_event_section("scrub", "scrubbing")
+journal_section = _per_event_section("journal", "run journal (agent thread, no fsync unless said)")
 
 
 SECTIONS = [
@@ -441,6 +448,7 @@ SECTIONS = [
     ("5. Export to the backend (100,000 spans)", export_section),
     ("6. Memory: recording a 10,000-call run", memory_section),
     ("Scrubbing", scrub_section),
+    ("Run journal (crash-proof recording)", journal_section),
 ]
 
 

@@ -141,6 +141,7 @@ class Journal(SpanProcessor):
         self._files: dict[int, _RunFile] = {}  # trace_id -> file; get/set/pop are atomic
         self._pid = os.getpid()
         self._warned = False
+        self._clean_names: set[str] = set()
         self._disabled = not supported()
         weak_self = weakref.ref(self)
         if hasattr(os, "register_at_fork"):
@@ -174,7 +175,7 @@ class Journal(SpanProcessor):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             span: Any = run.span
-            name, attributes = self._clean(span.name, span.attributes or {})
+            name, attributes = self._clean(span)
             scope = span.instrumentation_scope
             header = {
                 "journal": VERSION,
@@ -218,7 +219,7 @@ class Journal(SpanProcessor):
         if file is None or span.context.span_id == file.root_id:
             return
         try:
-            name, attributes = self._clean(span.name, span.attributes or {})
+            name, attributes = self._clean(span)
             self._write(
                 file,
                 [
@@ -245,7 +246,7 @@ class Journal(SpanProcessor):
             return
         try:
             root = span.context.span_id == file.root_id
-            self._write(file, span_tail(span, drop=_trace.ATTR_EVENTS if root else None))
+            self._write(file, span_line(span, drop=_trace.ATTR_EVENTS if root else None))
             if root:
                 file.ended = True
                 if not self._acknowledged and (
@@ -305,24 +306,36 @@ class Journal(SpanProcessor):
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _clean(self, name: str, attributes: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        # on_start and the header see a live span, before the scrubbing processor rebuilt it
+    def _clean(self, span: Any) -> tuple[str, dict[str, Any]]:
+        """Name and attributes of a live span, scrubbed as the scrubbing processor will scrub
+        them when it ends (on_start and the header come before that)."""
+        attributes = _attributes_of(span)
         scrubbed, _ = scrub_attributes(attributes, self._redactor)
-        return self._redactor.text(name), dict(scrubbed if scrubbed is not None else attributes)
+        name = span.name
+        if name not in self._clean_names:  # step names recur: scrub each once
+            clean = self._redactor.text(name)
+            if clean != name:
+                return clean, scrubbed if scrubbed is not None else attributes
+            if len(self._clean_names) > 10000:
+                self._clean_names.clear()
+            self._clean_names.add(name)
+        return name, scrubbed if scrubbed is not None else attributes
 
-    def _write(self, file: _RunFile, line: list[Any] | str, clock: bool = True) -> None:
-        """Append one line; a ``str`` is a finished span's line after its clock slot."""
+    def _write(self, file: _RunFile, line: list[Any] | tuple[str, str], clock: bool = True) -> None:
+        """Append one line (``span_line``'s parts for a finished span)."""
         with file.lock:
             if file.closed:
                 return
             try:
                 fresh = file.clock_since() if clock else None
-                if isinstance(line, str):
-                    text = '["span",' + (_dumps(fresh) if fresh else "null") + "," + line
+                if isinstance(line, tuple):  # a finished span, encoded off the lock
+                    head, raw = line
+                    clock_text = _dumps(fresh) if fresh else "null"
+                    text = "".join(('["span",', clock_text, ",", head, raw, "]\n"))
                 else:
                     line[1] = fresh
-                    text = _dumps(line)
-                _write_all(file.fd, (text + "\n").encode("utf-8", "surrogatepass"))
+                    text = _dumps(line) + "\n"
+                _write_all(file.fd, text.encode("utf-8", "surrogatepass"))
                 if self._fsync:
                     os.fsync(file.fd)
             except OSError as exc:
@@ -383,8 +396,9 @@ def _attributes_of(span: ReadableSpan) -> dict[str, Any]:
     return dict(inner) if isinstance(inner, dict) else dict(span.attributes or {})
 
 
-def span_tail(span: ReadableSpan, drop: str | None = None) -> str:
-    """A finished span's journal line after ``["span",clock,`` (encoded off the file's lock)."""
+def span_line(span: ReadableSpan, drop: str | None = None) -> tuple[str, str]:
+    """A finished span's journal line after ``["span",clock,``, without its closing bracket,
+    in two parts: the span's fields, and its event (``,{...}``) or nothing."""
     attributes = _attributes_of(span)
     raw = attributes.pop(_trace.ATTR_EVENT, None)
     if drop is not None:
@@ -405,10 +419,8 @@ def span_tail(span: ReadableSpan, drop: str | None = None) -> str:
             [[e.name, e.timestamp, dict(e.attributes or {})] for e in events] if events else None,
         ]
     )
-    if isinstance(raw, str) and raw:
-        # The event is JSON already (dumps_compact: no newline in it): spliced, not re-escaped.
-        return text[1:-1] + "," + raw + "]"
-    return text[1:]
+    # The event is JSON already (dumps_compact: no newline in it): spliced, not re-escaped.
+    return text[1:-1], ("," + raw) if isinstance(raw, str) and raw else ""
 
 
 def _write_all(fd: int, data: bytes) -> None:
