@@ -117,11 +117,21 @@ def agenttrace_record(client: str, workdir: str) -> Finish:
     return finish
 
 
+def agenttrace_record_without_journal(client: str, workdir: str) -> Finish:
+    """The same recording with the run journal switched off (no user setting does that): the
+    difference to ``agenttrace`` is what crash-proofing costs per call."""
+    from agenttrace.exporters import journal
+
+    journal.supported = lambda: False  # type: ignore[assignment]
+    return agenttrace_record(client, workdir)
+
+
 SETUPS: dict[str, Callable[[str, str], Finish]] = {
     "none": no_instrumentation,
     "otel": plain_otel,
     "vcrpy": vcrpy_record,
     "agenttrace": agenttrace_record,
+    "agenttrace-nojournal": agenttrace_record_without_journal,
 }
 
 

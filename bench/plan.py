@@ -77,9 +77,9 @@ def check_seen(variant: str, result: dict[str, Any]) -> dict[str, Any]:
     seen, made = result.get("seen", {}), result.get("made", 0)
     if variant == "otel" and seen.get("spans", 0) < made:
         return {"error": f"plain OpenTelemetry exported {seen.get('spans')} spans for {made} calls"}
-    if variant in ("vcrpy", "agenttrace"):
+    if variant in ("vcrpy", "agenttrace", "agenttrace-nojournal"):
         calls = seen.get("calls", 0)
-        if calls == 0 and variant == "agenttrace":
+        if calls == 0 and variant.startswith("agenttrace"):
             return {"skipped": "AgentTrace does not capture this client yet (no instrumentor)"}
         if calls != made:
             return {"error": f"{variant} recorded {calls} of {made} calls"}
@@ -111,7 +111,7 @@ def record_groups(ctx: Context) -> list[Group]:
             "record",
             f"record/{client}",
             "case_record.py",
-            ("none", "otel", "vcrpy", "agenttrace"),
+            ("none", "otel", "vcrpy", "agenttrace", "agenttrace-nojournal"),
             job_for(client),
             check_seen,
             timeout=120,

@@ -41,6 +41,10 @@ def record_ratios(rnd: Round) -> dict[str, float | None]:
     return {
         **{f"{v}_added_us": a for v, a in added.items()},
         "agenttrace_over_otel_added": _ratio(added["agenttrace"], added["otel"]),
+        # what the run journal adds (the same recording with it switched off)
+        "journal_added_us": _minus(
+            _get(rnd, "agenttrace", "per_call_us"), _get(rnd, "agenttrace-nojournal", "per_call_us")
+        ),
     }
 
 
@@ -299,7 +303,7 @@ def record_section(groups: dict[str, Any]) -> str:
                 f"{_cell(g, v, 'per_call_us')} (+{_r(g, f'{v}_added_us')})"
                 for v in ("otel", "vcrpy", "agenttrace")
             ]
-            + [_r(g, "agenttrace_over_otel_added", "×")]
+            + [_r(g, "agenttrace_over_otel_added", "×"), _r(g, "journal_added_us")]
         )
     if not rows:
         return ""
@@ -310,6 +314,7 @@ def record_section(groups: dict[str, Any]) -> str:
         "vcrpy record µs (+added)",
         "AgentTrace record µs (+added)",
         "AgentTrace added / OTel added",
+        "of which the run journal µs",
     ]
     return _table(header, rows)
 

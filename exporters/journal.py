@@ -249,9 +249,7 @@ class Journal(SpanProcessor):
             self._write(file, span_line(span, drop=_trace.ATTR_EVENTS if root else None))
             if root:
                 file.ended = True
-                if not self._acknowledged and (
-                    self._settled is None or self._settled(span.context.trace_id)
-                ):
+                if self._safe(file):
                     self._release(file)
         except Exception:
             logger.exception("agenttrace: could not journal span %r", span.name)
@@ -260,18 +258,19 @@ class Journal(SpanProcessor):
         """The session stops (its exporters are done): an ended run whose trace is safe loses
         its journal; any other journal stays for the next process to finalise."""
         for file in list(self._files.values()):
-            settled = (
-                file.ended
-                and not self._acknowledged
-                and (
-                    self._settled is None
-                    or self._settled(file.run.span.get_span_context().trace_id)
-                )
-            )
-            if settled:
+            if self._safe(file):
                 self._release(file)
             else:
                 self._close(file)
+
+    def _safe(self, file: _RunFile) -> bool:
+        """Whether a run's trace is safe without its journal (with the backend, that is for
+        :meth:`delivered` to say)."""
+        if self._acknowledged:
+            return False
+        if self._settled is None:
+            return file.ended
+        return self._settled(file.run.span.get_span_context().trace_id)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -205,6 +205,13 @@ def test_instrumentors_and_exporters_public_names():
     }
     for implementation in set(agenttrace.instrumentors.TARGETS.values()):
         assert callable(importlib.import_module(implementation).patch), implementation
-    assert agenttrace.exporters.__all__ == ["backend", "collector", "local", "spool"]
+    assert agenttrace.exporters.__all__ == [
+        "backend",
+        "collector",
+        "journal",
+        "local",
+        "recovery",
+        "spool",
+    ]
     for name in agenttrace.exporters.__all__:
         importlib.import_module(f"agenttrace.exporters.{name}")

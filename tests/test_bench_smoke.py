@@ -14,8 +14,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUPS = {
-    "record/httpx": {"none", "otel", "vcrpy", "agenttrace"},
-    "record/requests": {"none", "otel", "vcrpy", "agenttrace"},
+    "record/httpx": {"none", "otel", "vcrpy", "agenttrace", "agenttrace-nojournal"},
+    "record/requests": {"none", "otel", "vcrpy", "agenttrace", "agenttrace-nojournal"},
     "replay/httpx": {"live", "floor", "vcrpy", "agenttrace"},
     "scaling/httpx": {"50", "200"},
     "stream/openai": {"none", "agenttrace", "vcrpy"},
@@ -62,7 +62,12 @@ def test_every_case_ran_every_variant_without_errors(results: dict) -> None:
 
 def test_ratios_come_from_the_same_round(results: dict) -> None:
     ratios = results["groups"]["record/httpx"]["ratios"]
-    assert set(ratios) >= {"agenttrace_over_otel_added", "otel_added_us", "agenttrace_added_us"}
+    assert set(ratios) >= {
+        "agenttrace_over_otel_added",
+        "otel_added_us",
+        "agenttrace_added_us",
+        "journal_added_us",
+    }
     for ratio in ratios.values():
         assert len(ratio["rounds"]) == 1
     replay = results["groups"]["replay/httpx"]["ratios"]
