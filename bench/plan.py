@@ -65,6 +65,7 @@ def plan(ctx: Context) -> list[Group]:
         export_group(ctx),
         memory_group(ctx),
         scrub_group(),
+        clock_group(ctx),
     ]
 
 
@@ -224,3 +225,14 @@ def memory_group(ctx: Context) -> Group:
 
 def scrub_group() -> Group:
     return Group("scrub", "scrub", "case_scrub.py", ("agenttrace",), lambda v, r: {}, max_rounds=1)
+
+
+def clock_group(ctx: Context) -> Group:
+    reads = ctx.size(200_000, 5_000)
+
+    def job_for(variant: str, r: int) -> Job:
+        return {"variant": variant, "reads": reads, "workdir": str(ctx.tmp / f"clock-{r}")}
+
+    return Group(
+        "clock", "clock", "case_clock.py", ("none", "record", "replay"), job_for, max_rounds=3
+    )

@@ -433,6 +433,27 @@ def scrub_section(groups: dict[str, Any]) -> str:
     return _table(["scrubbing", "per event"], rows)
 
 
+def clock_section(groups: dict[str, Any]) -> str:
+    g = groups.get("clock")
+    if g is None:
+        return ""
+    labels = {"none": "no AgentTrace", "record": "recorded", "replay": "served from the recording"}
+    rows = []
+    for variant, label in labels.items():
+        v = g["variants"].get(variant)
+        if not v or not v["median"]:
+            rows.append([label, "error: " + "; ".join((v or {}).get("errors", [])), ""])
+            continue
+        rows.append(
+            [
+                label,
+                _fmt(v["median"]["time_time_us"], " µs"),
+                _fmt(v["median"]["datetime_now_us"], " µs"),
+            ]
+        )
+    return _table(["one wall-clock read", "time.time()", "datetime.now()"], rows)
+
+
 SECTIONS = [
     ("1. Record overhead per call (POST small JSON, local keep-alive server)", record_section),
     ("2. Replay per call (1,000-call run; AgentTrace under governance)", replay_section),
@@ -441,6 +462,7 @@ SECTIONS = [
     ("5. Export to the backend (100,000 spans)", export_section),
     ("6. Memory: recording a 10,000-call run", memory_section),
     ("Scrubbing", scrub_section),
+    ("Wall-clock reads (replay serves each one from the recording)", clock_section),
 ]
 
 
