@@ -157,7 +157,6 @@ class _Api:
                     body,
                     media,
                     self.limits.max_json_depth,
-                    self.limits.max_value_depth,
                 )
                 result = await _in_thread(
                     self.writes, self.store.ingest, project, decoded.spans, decoded.service_names

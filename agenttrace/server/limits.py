@@ -72,10 +72,9 @@ class Limits:
         64, "gzip members (or concatenated deflate streams) in one body; past it 400"
     )
     max_json_depth: int = _knob(
-        160, "nesting of an OTLP/JSON body (room for attribute values nested 32 deep); past it 400"
-    )
-    max_value_depth: int = _knob(
-        32, "nesting of one attribute value (kvlist and array values); past it 400"
+        160,
+        "nesting of an OTLP/JSON body, checked before protobuf's own limit of 100 nested "
+        "messages (binary and JSON: attribute values about 31 levels deep); past either 400",
     )
     max_header_bytes: int = _knob(
         16 * 1024, "request line and headers of one request; past it the connection gets 400"

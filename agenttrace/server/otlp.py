@@ -59,10 +59,12 @@ def media_type(content_type: str | None) -> str:
     raise PayloadError(415, f"unsupported Content-Type {value!r}; send {PROTOBUF} or {JSON}")
 
 
-def decode(body: bytearray, media: str, max_json_depth: int, max_value_depth: int) -> Batch:
+def decode(body: bytearray, media: str, max_json_depth: int) -> Batch:
     """Parse a decompressed ExportTraceServiceRequest into span records.
 
-    Empties ``body`` as soon as it is parsed, so a large request is not held twice.
+    Empties ``body`` as soon as it is parsed, so a large request is not held twice. Protobuf
+    refuses messages nested more than 100 deep (binary or JSON), which bounds attribute values
+    (about 31 kvlist levels) and so the recursion below.
     """
     request = ExportTraceServiceRequest()
     if media == JSON:
@@ -76,7 +78,7 @@ def decode(body: bytearray, media: str, max_json_depth: int, max_value_depth: in
             ) from None
         finally:
             body.clear()
-    return _to_batch(request, max_value_depth)
+    return _to_batch(request)
 
 
 def encode_response(batch: Batch, media: str) -> bytes:
@@ -141,13 +143,13 @@ def _hex_ids_to_base64(root: dict[str, Any], max_depth: int) -> bool:
     return True
 
 
-def _to_batch(request: ExportTraceServiceRequest, max_value_depth: int) -> Batch:
+def _to_batch(request: ExportTraceServiceRequest) -> Batch:
     batch = Batch()
     for resource_spans in request.resource_spans:
         service = None
         for kv in resource_spans.resource.attributes:
             if kv.key == "service.name":
-                service = _value(kv.value, max_value_depth)
+                service = _value(kv.value)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 problem = _unstorable(span)
@@ -169,9 +171,7 @@ def _to_batch(request: ExportTraceServiceRequest, max_value_depth: int) -> Batch
                         end_ns=span.end_time_unix_nano or None,
                         status=_STATUSES.get(span.status.code, "unset"),
                         status_message=span.status.message or None,
-                        attributes={
-                            kv.key: _value(kv.value, max_value_depth) for kv in span.attributes
-                        },
+                        attributes={kv.key: _value(kv.value) for kv in span.attributes},
                     )
                 )
                 if isinstance(service, str):
@@ -191,18 +191,14 @@ def _unstorable(span: Any) -> str:
     return ""
 
 
-def _value(value: AnyValue, max_depth: int, depth: int = 1) -> Any:
-    if depth > max_depth:
-        raise PayloadError(
-            400, f"an attribute value nests deeper than {max_depth} levels (the limit)"
-        )
+def _value(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
     if which is None:
         return None
     if which == "array_value":
-        return [_value(v, max_depth, depth + 1) for v in value.array_value.values]
+        return [_value(v) for v in value.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: _value(kv.value, max_depth, depth + 1) for kv in value.kvlist_value.values}
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     if which == "double_value" and not math.isfinite(value.double_value):
