@@ -22,6 +22,7 @@ GROUPS = {
     "export/backend": {"agenttrace"},
     "memory/httpx": {"none", "otel", "agenttrace"},
     "scrub": {"agenttrace"},
+    "ingest/backend": {"sqlite", "postgres", "postgres-2"},
 }
 
 
