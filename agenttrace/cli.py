@@ -91,7 +91,7 @@ def _add_serve(sub: Any) -> None:
     )
     for knob in limits.knobs():
         meta = knob.metadata
-        default = knob.default / limits.MIB if meta["unit"] == "MiB" else knob.default
+        default = limits.flag_default(knob)
         unit = f" {meta['unit']}" if meta["unit"] else ""
         zero = f"; 0: {meta['zero']}" if meta["zero"] else ""
         p.add_argument(
@@ -127,7 +127,7 @@ def _add_retain_days(p: argparse.ArgumentParser, help: str, required: bool = Fal
     )
 
 
-def _server_modules() -> Any:
+def _server_modules(command: str) -> Any:
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -135,7 +135,7 @@ def _server_modules() -> Any:
         from .server import serve
     except ImportError as exc:
         raise CommandError(
-            f"`agenttrace serve` needs the server extra ({exc.name} is missing): "
+            f"`agenttrace {command}` needs the server extra ({exc.name} is missing): "
             "pip install 'agenttrace[server]'",
             2,
         ) from None
@@ -149,7 +149,7 @@ def _is_postgres(db: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    serve = _server_modules()
+    serve = _server_modules("serve")
     from .server import limits
     from .server.store import StoreUnavailable
 
@@ -193,7 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
         if value < 0 or (value == 0 and not knob.metadata["zero"]):
             floor = "0 or more" if knob.metadata["zero"] else "positive"
             raise CommandError(f"{knob.metadata['flag']} must be {floor}", 2)
-        values[knob.name] = int(value * limits.MIB) if knob.metadata["unit"] == "MiB" else value
+        values[knob.name] = limits.from_flag(knob, value)
     try:
         serve.run(
             host=args.host,
@@ -233,7 +233,7 @@ def _add_prune(sub: Any) -> None:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    _server_modules()
+    _server_modules("prune")
     import anyio
 
     from .server import retention

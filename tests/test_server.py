@@ -226,3 +226,12 @@ def test_the_api_key_is_never_stored_or_logged(server: Server) -> None:
     for key in (KEY_A, KEY_B, "at_test_wrong_key_000000000000000000"):
         assert key.encode() not in stored
         assert key not in logs
+
+
+def test_every_limit_flag_is_in_the_readme_table() -> None:
+    from agenttrace.server.limits import knobs
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Limits and timeouts", 1)[1].split("###", 1)[0]
+    for knob in knobs():
+        assert f"| `{knob.metadata['flag']}` |" in table, knob.name

@@ -110,6 +110,7 @@ def test_a_160k_member_gzip_body_is_refused_at_once_while_healthz_answers(server
         response = post(server, body, **{"Content-Encoding": "gzip"})
         elapsed = time.monotonic() - began
         time.sleep(0.2)
+    print(f"refused in {elapsed:.3f} s; slowest /healthz {probe.worst:.3f} s")
     assert response.status_code == 400
     assert "more than 64 members (the limit)" in response.json()["error"]["message"]
     assert elapsed <= 2.0
@@ -309,6 +310,7 @@ def test_slowloris_connections_are_closed_while_healthz_stays_fast(server: Serve
     feeder.join(5)
     for sock in trickling + silent:
         sock.close()
+    print(f"all closed after {closed_after:.1f} s; slowest /healthz {probe.worst:.3f} s")
     assert all(closed for closed, _ in outcomes)
     assert closed_after <= 15.0
     assert all(sent.startswith(b"HTTP/1.1 408 ") for _, sent in outcomes)

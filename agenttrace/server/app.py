@@ -32,7 +32,7 @@ MAX_LIST_LIMIT = 1000
 RETRY_AFTER_SECONDS = 5
 
 _log = logging.getLogger("agenttrace.server")
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def project_id(api_key: str) -> str:
@@ -222,5 +222,5 @@ class _Api:
         return JSONResponse({"status": "ok"})
 
 
-async def _in_thread(limiter: anyio.CapacityLimiter, fn: Callable[..., T], *args: Any) -> T:
+async def _in_thread(limiter: anyio.CapacityLimiter, fn: Callable[..., _T], *args: Any) -> _T:
     return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)

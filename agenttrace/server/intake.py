@@ -4,7 +4,7 @@ only a few large bodies are in memory at once."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import anyio
 import anyio.to_thread
@@ -78,10 +78,10 @@ class _Reader:
         self._deadline = anyio.current_time() + timeout
         self.done = False
 
-    async def pause_while(self, waiting: object) -> None:
+    async def pause_while(self, waiting: Awaitable[None]) -> None:
         """Await ``waiting`` without counting the time against the body's deadline."""
         began = anyio.current_time()
-        await waiting  # type: ignore[misc]
+        await waiting
         self._deadline += anyio.current_time() - began
 
     def __aiter__(self) -> _Reader:

@@ -84,3 +84,13 @@ class Limits:
 def knobs() -> list[dataclasses.Field[Any]]:
     """The limits with a command-line flag, in declaration order."""
     return [f for f in dataclasses.fields(Limits) if f.metadata["flag"]]
+
+
+def flag_default(knob: dataclasses.Field[Any]) -> Any:
+    """A knob's default in the unit its flag takes."""
+    return knob.default / MIB if knob.metadata["unit"] == "MiB" else knob.default
+
+
+def from_flag(knob: dataclasses.Field[Any], value: Any) -> Any:
+    """A flag's value in the unit ``Limits`` keeps."""
+    return int(value * MIB) if knob.metadata["unit"] == "MiB" else value

@@ -92,6 +92,7 @@ def run(
         timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works
         limit_concurrency=limits.max_connections,
         h11_max_incomplete_event_size=limits.max_header_bytes,
+        ws="none",  # no WebSocket routes; an upgrade would also leave the connection guards
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )

@@ -289,18 +289,13 @@ def _root_update(
     if best is None:
         return None
     status = "error" if best["status"] == "error" else ("ok" if best.get("end_ns") else "unset")
+    error = None
+    if status == "error" and best.get("status_message"):
+        error = _text(best["status_message"])
     name = best["attributes"].get(ATTR_RUN_NAME, best["name"])
     if not isinstance(name, str):  # an attribute may hold any OTLP value
         name = json.dumps(name, ensure_ascii=False, default=str)
-    return (
-        _text(name),
-        status,
-        _text(best.get("status_message") or "") or None if status == "error" else None,
-        rank,
-        project,
-        trace_id,
-        rank,
-    )
+    return (_text(name), status, error, rank, project, trace_id, rank)
 
 
 def _event_count(attributes: Mapping[str, Any]) -> int:
