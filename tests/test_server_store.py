@@ -113,13 +113,18 @@ def test_the_root_span_decides_name_and_status(store: SqlStore) -> None:
 def test_text_any_database_can_keep(store: SqlStore) -> None:
     odd = run(4, name="nul\x00name")
     odd[1]["name"] = "POST\x00"
-    odd[2]["attributes"] = {"nul\x00key": "nul\x00value", "é": "ü"}
+    odd[2]["attributes"] = {"nul\x00key": "nul\x00value", "é": "ü", "nan": float("nan")}
     store.ingest(P1, odd, {f"{4:032x}": "svc\x00"})
     (summary,) = summaries(store)
     assert summary["name"] == "nul\ufffdname" and summary["service_name"] == "svc\ufffd"
     spans = {s["span_id"]: s for s in store.trace_spans(P1, f"{4:032x}")}
     assert spans[odd[1]["span_id"]]["name"] == "POST\ufffd"
-    assert spans[odd[2]["span_id"]]["attributes"] == {"nul\x00key": "nul\x00value", "é": "ü"}
+    # NaN reads back as protobuf's JSON spells it, so the API can answer strict JSON.
+    assert spans[odd[2]["span_id"]]["attributes"] == {
+        "nul\x00key": "nul\x00value",
+        "é": "ü",
+        "nan": "NaN",
+    }
     structured = run(5, name="x")
     structured[0]["attributes"]["agenttrace.run.name"] = {"not": "a string"}
     store.ingest(P1, structured)

@@ -197,7 +197,7 @@ class _Api:
             )
         except CursorError as exc:
             return _error(400, str(exc))
-        return JSONResponse({"traces": traces, "next_cursor": cursor})
+        return await self._json({"traces": traces, "next_cursor": cursor})
 
     async def _document(self, request: Request) -> dict[str, Any]:
         project = self._project(request)
@@ -211,11 +211,15 @@ class _Api:
         return await _in_thread(self.reads, build_document, spans)
 
     async def get_trace(self, request: Request) -> Response:
-        return JSONResponse(await self._document(request))
+        return await self._json(await self._document(request))
 
     async def get_events(self, request: Request) -> Response:
         document = await self._document(request)
-        return JSONResponse({"trace_id": document["trace_id"], "events": document["events"]})
+        return await self._json({"trace_id": document["trace_id"], "events": document["events"]})
+
+    async def _json(self, content: Any) -> Response:
+        # A trace document can be tens of MB of JSON: rendered off the event loop too.
+        return await _in_thread(self.reads, JSONResponse, content)
 
     async def healthz(self, request: Request) -> Response:
         await _in_thread(self.health, self.store.ping)

@@ -212,7 +212,9 @@ class SqlStore(ABC):
         return [
             {
                 **{column: row[column] for column in _SPAN_COLUMNS[:-1]},
-                "attributes": json.loads(row["attributes"]),
+                # NaN and Infinity (stored before they were kept as strings) read back as
+                # protobuf's JSON spells them: the API answers strict JSON.
+                "attributes": json.loads(row["attributes"], parse_constant=str),
             }
             for row in rows
         ]
