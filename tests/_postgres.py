@@ -29,10 +29,14 @@ class PostgresUnavailable(RuntimeError):
 
 
 class Postgres:
-    """A running throwaway server; ``database()`` creates a fresh database and returns its URL."""
+    """A throwaway server; ``database()`` creates a fresh database and returns its URL."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, root: Path, bindir: Path, runner: _Runner, fast: bool) -> None:
+        self.port = _free_port()
+        self._root = root
+        self._bindir = bindir
+        self._runner = runner
+        self._fast = fast
         self._names = itertools.count(1)
 
     def url(self, dbname: str = "postgres") -> str:
@@ -45,6 +49,19 @@ class Postgres:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def start(self) -> None:
+        options = [f"-p {self.port}", f"-k {self._root}", "-c listen_addresses=127.0.0.1"]
+        options += FAST if self._fast else ()
+        log = self._root / "server.log"
+        self._pg_ctl("start", "-l", log, "-t", "60", "-o", " ".join(options), log=log)
+
+    def stop(self) -> None:
+        self._pg_ctl("stop", "-m", "fast")
+
+    def _pg_ctl(self, action: str, *args: object, log: Path | None = None) -> None:
+        command = [self._bindir / "pg_ctl", "-D", self._root / "data", "-w", *args, action]
+        self._runner.run(command, f"pg_ctl {action}", log=log)
 
 
 def binaries() -> Path:
@@ -73,25 +90,19 @@ def postgres(*, fast: bool = True) -> Iterator[Postgres]:
     runner = _Runner()
     root = Path(tempfile.mkdtemp(prefix="agenttrace-pg-"))
     runner.own(root)
-    data = root / "data"
     try:
         runner.run(
-            [bindir / "initdb", "-D", data, "-U", USER, "--auth=trust", "-E", "UTF8", "--locale=C"],
+            [bindir / "initdb", "-D", root / "data", "-U", USER, "--auth=trust", "-E", "UTF8"]
+            + ["--locale=C"],
             "initdb",
         )
-        port = _free_port()
-        options = [f"-p {port}", f"-k {root}", "-c listen_addresses=127.0.0.1"]
-        options += FAST if fast else ()
-        runner.run(
-            [bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", "60"]
-            + ["-o", " ".join(options), "start"],
-            "pg_ctl start",
-            log=root / "server.log",
-        )
+        server = Postgres(root, bindir, runner, fast)
+        server.start()
         try:
-            yield Postgres(port)
+            yield server
         finally:
-            runner.run([bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], "pg_ctl stop")
+            with contextlib.suppress(PostgresUnavailable):  # already stopped by a test
+                server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -195,16 +195,26 @@ def agenttrace_serve(
                 proc.wait()
 
 
+def _started_postgres(stack: contextlib.ExitStack) -> object:
+    from _postgres import PostgresUnavailable
+    from _postgres import postgres as start
+
+    try:
+        return stack.enter_context(start())
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[object]:
     """A throwaway PostgreSQL server for the session (see tests/_postgres.py); `.database()`
     gives a fresh database's URL. Skips, saying why, only where no server can be started."""
-    from _postgres import PostgresUnavailable
-    from _postgres import postgres as start
-
     with contextlib.ExitStack() as stack:
-        try:
-            server = stack.enter_context(start())
-        except PostgresUnavailable as exc:
-            pytest.skip(f"PostgreSQL unavailable: {exc}")
-        yield server
+        yield _started_postgres(stack)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[object]:
+    """A PostgreSQL server of the test's own, which it may `.stop()` and `.start()`."""
+    with contextlib.ExitStack() as stack:
+        yield _started_postgres(stack)

@@ -9,6 +9,7 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,31 @@ def test_retention_deletes_old_traces_for_every_replica(
 
 
 # -- errors ---------------------------------------------------------------------------------------
+
+
+def test_while_the_database_is_down_ingest_is_503_and_then_recovers(
+    private_postgres: Any, tmp_path: Path
+) -> None:
+    url = private_postgres.database()
+    before, during = agent_spans("before_outage"), agent_spans("during_outage")
+    with agenttrace_serve(tmp_path, "--api-key", KEY_A, db_url=url) as srv:
+        assert post(srv, protobuf(before)).status_code == 200
+        private_postgres.stop()
+        with ThreadPoolExecutor(2) as pool:
+            ingest = pool.submit(post, srv, protobuf(during))
+            health = pool.submit(requests.get, srv.url + "/healthz", timeout=30)
+            refused, unhealthy = ingest.result(), health.result()
+        # 503 with Retry-After: the exporter retries later instead of dropping the batch.
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert "the database is unavailable" in refused.json()["error"]["message"]
+        assert unhealthy.status_code == 503
+        private_postgres.start()
+        deadline = time.monotonic() + 30
+        while post(srv, protobuf(during)).status_code != 200:
+            assert time.monotonic() < deadline, "ingest did not recover"
+            time.sleep(0.2)
+        assert {trace_id_of(before), trace_id_of(during)} <= set(listed(srv))
+        assert srv.healthy()
 
 
 def test_an_unreachable_database_is_one_line_naming_the_problem(tmp_path: Path) -> None:

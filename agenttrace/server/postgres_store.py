@@ -22,6 +22,8 @@ from .store import PruneResult, SchemaError, SqlStore, StoreUnavailable
 
 POOL_SIZE = 10
 _CONNECT_TIMEOUT = 10
+# How long a call waits for a pooled connection before answering 503 (clients retry that).
+_POOL_WAIT = 5
 _WRITE_ATTEMPTS = 5
 _SCHEMA_LOCK = 0x61677472616365  # pg_advisory_xact_lock key: replicas migrate one at a time
 
@@ -119,6 +121,7 @@ class PostgresStore(SqlStore):
             kwargs={"row_factory": dict_row, "connect_timeout": _CONNECT_TIMEOUT},
             # A connection the database dropped (a restart, a failover) is replaced, not used.
             check=ConnectionPool.check_connection,
+            timeout=_POOL_WAIT,
             open=False,
             name="agenttrace",
         )
@@ -149,7 +152,7 @@ class PostgresStore(SqlStore):
         self._pool.close()
 
     def ping(self) -> None:
-        with self._unavailable(), self._pool.connection(timeout=5) as conn:
+        with self._unavailable(), self._pool.connection() as conn:
             conn.execute("SELECT 1")
 
     def _write(self, work: Any) -> Any:
