@@ -77,12 +77,21 @@ def memory_ratios(rnd: Round) -> dict[str, float | None]:
     }
 
 
+def ingest_ratios(rnd: Round) -> dict[str, float | None]:
+    one = _get(rnd, "postgres", "spans_per_s")
+    return {
+        "postgres_over_sqlite": _ratio(one, _get(rnd, "sqlite", "spans_per_s")),
+        "two_replicas_over_one": _ratio(_get(rnd, "postgres-2", "spans_per_s"), one),
+    }
+
+
 RATIOS: dict[str, Callable[[Round], dict[str, float | None]]] = {
     "record": record_ratios,
     "replay": replay_ratios,
     "scaling": scaling_ratios,
     "stream": stream_ratios,
     "memory": memory_ratios,
+    "ingest": ingest_ratios,
 }
 
 
@@ -454,6 +463,24 @@ def clock_section(groups: dict[str, Any]) -> str:
     return _table(["one wall-clock read", "time.time()", "datetime.now()"], rows)
 
 
+def ingest_section(groups: dict[str, Any]) -> str:
+    g = groups.get("ingest/backend")
+    if g is None:
+        return ""
+    row = [_cell(g, v, "spans_per_s", "/s") for v in ("sqlite", "postgres", "postgres-2")]
+    row += [_r(g, "postgres_over_sqlite", "×"), _r(g, "two_replicas_over_one", "×")]
+    return _table(
+        [
+            "SQLite",
+            "PostgreSQL, 1 replica",
+            "PostgreSQL, 2 replicas",
+            "PostgreSQL / SQLite",
+            "2 replicas / 1",
+        ],
+        [row],
+    )
+
+
 SECTIONS = [
     ("1. Record overhead per call (POST small JSON, local keep-alive server)", record_section),
     ("2. Replay per call (1,000-call run; AgentTrace under governance)", replay_section),
@@ -463,6 +490,10 @@ SECTIONS = [
     ("6. Memory: recording a 10,000-call run", memory_section),
     ("Scrubbing", scrub_section),
     ("Wall-clock reads (replay serves each one from the recording)", clock_section),
+    (
+        "7. Backend ingest: spans stored per second (512-span protobuf+gzip batches, 4 clients)",
+        ingest_section,
+    ),
 ]
 
 

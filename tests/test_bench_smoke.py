@@ -23,6 +23,7 @@ GROUPS = {
     "memory/httpx": {"none", "otel", "agenttrace"},
     "scrub": {"agenttrace"},
     "clock": {"none", "record", "replay"},
+    "ingest/backend": {"sqlite", "postgres", "postgres-2"},
 }
 
 
