@@ -236,7 +236,6 @@ def scrub_group() -> Group:
     return Group("scrub", "scrub", "case_scrub.py", ("agenttrace",), lambda v, r: {}, max_rounds=1)
 
 
-<<<<<<< HEAD
 def clock_group(ctx: Context) -> Group:
     reads = ctx.size(200_000, 5_000)
 
@@ -273,5 +272,4 @@ def ingest_group(ctx: Context) -> Group:
         job_for,
         check_stored,
         max_rounds=3,
->>>>>>> issue-18-server
     )
