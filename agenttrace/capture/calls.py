@@ -39,6 +39,9 @@ class Answer:
         )
         self._encoding = encoding
         self._redacted: list[str] = list(event.get("redacted") or ())
+        self._edited = bool(
+            event.get("edited")
+        )  # a counterfactual answer (agenttrace replay --edit)
         self._payload = self._decoded_chunks(response or {})
         self.headers: list[tuple[str, str]] = self._framed(recorded_headers)
 
@@ -54,8 +57,10 @@ class Answer:
             return headers
         if not self._payload and not self._encoding:
             return headers
-        scrubbed = any(p.startswith(("response.body", "response.chunks")) for p in self._redacted)
-        if self.error is not None and not scrubbed:
+        changed = self._edited or any(
+            p.startswith(("response.body", "response.chunks")) for p in self._redacted
+        )
+        if self.error is not None and not changed:
             return headers
         length = str(len(self.body()))
         return [(k, length if k.lower() == "content-length" else v) for k, v in headers]
