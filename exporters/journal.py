@@ -139,7 +139,6 @@ class Journal(SpanProcessor):
         self._settled = settled
         self._acknowledged = acknowledged
         self._files: dict[int, _RunFile] = {}  # trace_id -> file; get/set/pop are atomic
-        self._pid = os.getpid()
         self._warned = False
         self._clean_names: set[str] = set()
         self._disabled = not supported()
@@ -628,7 +627,7 @@ def journals(local_dir: str) -> list[str]:
     found = []
     try:
         scan = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # none yet (the usual case), or unreadable: nothing we can finalise
         return []
     for item in scan:
         if item.name.endswith(SUFFIX) and not item.name.startswith("."):

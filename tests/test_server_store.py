@@ -163,6 +163,29 @@ def test_newest_first_with_status_filter_and_cursor(store: SqlStore) -> None:
     assert store.list_traces(P1, limit=7)[1] is None
 
 
+def test_a_run_cut_short_is_listed_killed_or_terminated_with_the_failures(store: SqlStore) -> None:
+    # A killed run's root arrives from the next process's finaliser, after the spans the live
+    # exporter had already sent (nameless and `unset` until then).
+    store.ingest(P1, run(20)[1:])
+    assert [s["status"] for s in summaries(store)] == ["unset"]
+    cut = {"agenttrace.run.status": "killed", "agenttrace.run.name": "agent"}
+    store.ingest(P1, [span(20, 0, attributes=cut, status="error", status_message="killed: …")])
+    store.ingest(P1, run(21, status="error", status_message="ValueError: boom"))
+    ended = {"agenttrace.run.status": "terminated", "agenttrace.run.name": "agent"}
+    store.ingest(P1, [span(22, 0, attributes=ended, status="error"), span(22, 1)])
+    store.ingest(P1, run(23))
+    listed = {s["trace_id"][-2:]: (s["status"], s["name"]) for s in summaries(store)}
+    assert listed == {
+        "14": ("killed", "agent"),
+        "15": ("error", "agent"),
+        "16": ("terminated", "agent"),
+        "17": ("ok", "agent"),
+    }
+    failed = summaries(store, status=["error", "terminated", "killed"])
+    assert [s["trace_id"][-2:] for s in failed] == ["16", "15", "14"]
+    assert summaries(store, status="killed")[0]["error"] == "killed: …"
+
+
 @pytest.mark.parametrize(
     "cursor",
     ["!!", "bm90IGEgY3Vyc29y", "OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk6" + "YQ", "LTE6" + "YWFh"],
