@@ -86,6 +86,42 @@ def test_a_journal_rebuilds_what_the_normal_path_writes(tmp_path, llm_server):
     assert _journals(tmp_path) == []  # the run ended and its trace is written: journal gone
 
 
+def test_the_journal_of_an_ended_run_rebuilds_the_very_document(tmp_path, llm_server):
+    session = _start(tmp_path)
+    session.journal._settled = lambda trace_id: False  # keep it, as an unacknowledged run's
+    with agenttrace.run("checkout"):
+        with agenttrace.step("plan", input={"n": 1}):
+            uuid.uuid4()
+            requests.get(llm_server.url + "/weather?city=Oslo")
+            time.time()
+    try:
+        with agenttrace.run("second"):
+            requests.get(llm_server.url + "/status/500")
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    session.stop()
+    for path in _journals(tmp_path):
+        rebuilt = journal.read(str(path)).document()
+        written = json.loads(
+            (tmp_path / ".agenttrace" / "traces" / f"{rebuilt['trace_id']}.json").read_text()
+        )
+        assert rebuilt == written
+    assert len(_journals(tmp_path)) == 2
+
+
+def test_a_run_killed_while_being_terminated_says_by_what(tmp_path, llm_server):
+    session = _start(tmp_path)
+    with agenttrace.run("agent"):
+        requests.get(llm_server.url + "/weather?city=Oslo")
+        session.journal.note_exit({"signal": "SIGTERM"})  # then the process died
+        copy = _copy_journal(tmp_path)
+    session.stop()
+    run = journal.read(str(copy)).document()["run"]
+    assert run["status"] == "killed" and run["signal"] == "SIGTERM"
+    assert run["error"] == "killed: its process died without ending the run (by SIGTERM)"
+
+
 def test_an_open_step_is_where_the_killed_run_was(tmp_path, llm_server):
     session = _start(tmp_path)
     with agenttrace.run("agent"), agenttrace.step("finish", input={"n": 1}):
