@@ -89,11 +89,10 @@ def test_a_journal_rebuilds_what_the_normal_path_writes(tmp_path, llm_server):
 def test_the_journal_of_an_ended_run_rebuilds_the_very_document(tmp_path, llm_server):
     session = _start(tmp_path)
     session.journal._settled = lambda trace_id: False  # keep it, as an unacknowledged run's
-    with agenttrace.run("checkout"):
-        with agenttrace.step("plan", input={"n": 1}):
-            uuid.uuid4()
-            requests.get(llm_server.url + "/weather?city=Oslo")
-            time.time()
+    with agenttrace.run("checkout"), agenttrace.step("plan", input={"n": 1}):
+        uuid.uuid4()
+        requests.get(llm_server.url + "/weather?city=Oslo")
+        time.time()
     try:
         with agenttrace.run("second"):
             requests.get(llm_server.url + "/status/500")
