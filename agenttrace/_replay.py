@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._body import decode_body
+from ._jsondiff import MISSING, differences, short
 
 Key = tuple[str, str, str]
 
@@ -214,25 +215,12 @@ def body_diff(recorded: str, actual: str) -> str:
 
 
 def _json_diff(a: Any, b: Any, path: str):
-    if type(a) is not type(b):
-        yield f"{path}: recorded {_short(a)}, now {_short(b)}"
-    elif isinstance(a, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            if key not in a:
-                yield f"{path}.{key}: not recorded, now {_short(b[key])}"
-            elif key not in b:
-                yield f"{path}.{key}: recorded {_short(a[key])}, now missing"
-            else:
-                yield from _json_diff(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list):
-        if len(a) != len(b):
-            yield f"{path}: recorded {len(a)} items, now {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            yield from _json_diff(x, y, f"{path}[{i}]")
-    elif a != b:
-        yield f"{path}: recorded {_short(a)}, now {_short(b)}"
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "…"
+    for d in differences(a, b, path):
+        if d.lengths:
+            yield f"{d.path}: recorded {d.a} items, now {d.b}"
+        elif d.a is MISSING:
+            yield f"{d.path}: not recorded, now {short(d.b)}"
+        elif d.b is MISSING:
+            yield f"{d.path}: recorded {short(d.a)}, now missing"
+        else:
+            yield f"{d.path}: recorded {short(d.a)}, now {short(d.b)}"
