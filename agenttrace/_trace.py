@@ -29,6 +29,10 @@ ATTR_STEP_RESULT = "agenttrace.step.result"
 
 EVENT_FIELDS = ("seq", "kind", "request")
 
+# The local store (``local_dir``) keeps recordings in traces/ and replayed runs in replays/traces/,
+# each with its last.json (recordings also last-failure.json).
+REPLAYS_DIR = "replays"
+
 # Calls go out and get an answer (each on its own span); facts are what the run read
 # (entropy, DNS, the clock), replayed as recorded.
 CALL_KINDS = frozenset({"http", "websocket", "mcp", "tool"})

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._config import Settings, mask_key, resolve
+from ._trace import REPLAYS_DIR
 from .errors import ConfigError, EventsFileError
 
 _PROG = "agenttrace"
@@ -92,12 +93,14 @@ def _add_trace_choice(p: argparse.ArgumentParser) -> None:
     )
     which.add_argument("--last", action="store_true", help="the most recent run (the default)")
     which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
+    which.add_argument("--last-replay", action="store_true", help="the most recent replayed run")
 
 
 def _show(args: argparse.Namespace) -> int:
     from ._outline import outline
 
-    document, _ = _load_trace(args.trace, last_failure=args.last_failure)
+    latest = "last-failure" if args.last_failure else "last-replay" if args.last_replay else "last"
+    document, _ = _load_trace(args.trace or latest)
     view = outline(document)
     if args.json:
         _print_json(view.to_json())
@@ -123,8 +126,8 @@ def _add_diff(sub: Any) -> None:
         description="Align the calls of two runs (a recording and its replay, two recordings, "
         "before and after a change) and print the first divergence (which call, which step, a "
         "JSON-path diff of request and response), then the calls changed, added and removed and "
-        "the token, cost and latency deltas. A and B are trace files, trace ids, or `last` / "
-        "`last-failure`. Ids, timestamps, durations, seq numbers and volatile headers "
+        "the token, cost and latency deltas. A and B are trace files, trace ids, or `last`, "
+        "`last-failure`, `last-replay` (e.g. `agenttrace diff last last-replay`). Ids, timestamps, durations, seq numbers and volatile headers "
         "(traceparent, user-agent, x-stainless-*, date...) never count as differences. Exit status "
         "0 when the runs are equivalent, 1 when not, 2 when a trace cannot be read.",
     )
@@ -154,13 +157,20 @@ def _diff(args: argparse.Namespace) -> int:
 _TRACE_ID = re.compile(r"[0-9a-f]{4,32}")
 
 
-def _load_trace(ref: str | None, *, last_failure: bool = False) -> tuple[dict[str, Any], str]:
+_LATEST = {
+    "last": "last.json",
+    "last-failure": "last-failure.json",
+    "last-replay": os.path.join(REPLAYS_DIR, "last.json"),
+}
+
+
+def _load_trace(ref: str) -> tuple[dict[str, Any], str]:
     """The trace document a command names, checked, and a label for it: a file, a trace id
-    (or a unique start of one) in the local store, else a full id at the backend, or the most
-    recent (failed) run. Bad input is a one-line CommandError with status 2."""
+    (or a unique start of one) in the local store, else a full id at the backend, or
+    ``last`` / ``last-failure`` / ``last-replay``. Bad input is a one-line CommandError, status 2."""
     settings = resolve({})
-    if ref is None or (ref in ("last", "last-failure") and not os.path.exists(ref)):
-        return _latest(settings, failure=last_failure or ref == "last-failure")
+    if ref in _LATEST and not os.path.exists(ref):
+        return _latest(settings, ref)
     if os.path.exists(ref) or os.sep in ref or ref.endswith(".json"):
         return _checked(ref)
     trace_id = ref.strip().lower()
@@ -170,8 +180,15 @@ def _load_trace(ref: str | None, *, last_failure: bool = False) -> tuple[dict[st
             "--last or --last-failure",
             2,
         )
-    traces = os.path.join(settings.local_dir, "traces")
-    found = sorted(glob.glob(os.path.join(glob.escape(traces), trace_id + "*.json")))
+    stores = [
+        os.path.join(settings.local_dir, "traces"),
+        os.path.join(settings.local_dir, REPLAYS_DIR, "traces"),
+    ]
+    found = sorted(
+        path
+        for store in stores
+        for path in glob.glob(os.path.join(glob.escape(store), trace_id + "*.json"))
+    )
     if len(found) == 1:
         return _checked(found[0])
     if len(found) > 1:
@@ -184,19 +201,22 @@ def _load_trace(ref: str | None, *, last_failure: bool = False) -> tuple[dict[st
         return _checked(document, f"trace {trace_id} at {settings.api_url}")
     where = "" if settings.api_key else " (set AGENTTRACE_API_KEY to look in the backend too)"
     raise CommandError(
-        f"no trace {ref} in {traces}{where}; pass a trace file, a full trace id, --last or --last-failure",
+        f"no trace {ref} in {stores[0]}{where}; pass a trace file, a full trace id, --last or "
+        "--last-failure",
         2,
     )
 
 
-def _latest(settings: Settings, *, failure: bool) -> tuple[dict[str, Any], str]:
-    """The most recent (failed) run: the local store's, the backend's when a key is set, and
-    the newer of the two when both have one."""
-    name = "last-failure.json" if failure else "last.json"
-    local = os.path.join(settings.local_dir, name)
+def _latest(settings: Settings, which: str) -> tuple[dict[str, Any], str]:
+    """The most recent run of a kind: the local store's, the backend's when a key is set (for
+    recordings), and the newer of the two when both have one."""
+    local = os.path.join(settings.local_dir, _LATEST[which])
     found = [_checked(local)] if os.path.exists(local) else []
-    if settings.api_key:
-        params: dict[str, Any] = {"limit": 1, **({"status": "error"} if failure else {})}
+    ask_backend = settings.api_key and which != "last-replay"  # replays stay local
+    if ask_backend:
+        params: dict[str, Any] = {"limit": 1}
+        if which == "last-failure":
+            params["status"] = "error"
         client = _ApiClient(settings)
         try:
             listed = client.get("/api/v1/traces", params=params)["traces"]
@@ -209,11 +229,13 @@ def _latest(settings: Settings, *, failure: bool) -> tuple[dict[str, Any], str]:
                 raise
             _say(f"warning: {exc}; showing {local}")
     if not found:
-        kind = "failed run" if failure else "run"
+        kind = {"last": "run", "last-failure": "failed run", "last-replay": "replayed run"}[which]
+        elsewhere = (
+            "" if ask_backend or which == "last-replay" else " and AGENTTRACE_API_KEY is not set"
+        )
         raise CommandError(
-            f"no {kind} yet: {local} does not exist"
-            + ("" if settings.api_key else " and AGENTTRACE_API_KEY is not set")
-            + "; record a run first, or pass a trace file or id",
+            f"no {kind} yet: {local} does not exist{elsewhere}; record a run first, or pass a "
+            "trace file or id",
             2,
         )
     return max(found, key=lambda item: str((item[0].get("run") or {}).get("started_at") or ""))
