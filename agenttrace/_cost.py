@@ -165,9 +165,14 @@ def _round_usd(value: float | None) -> float | None:
 def run_totals(events: Iterable[Mapping[str, Any]], at: datetime | None = None) -> RunTotals:
     """Totals over the events of a run; ``at`` is when the run started (for the prices)."""
     events = list(events)
-    totals = RunTotals(pricing=pricing_source())
-    totals.calls = sum(1 for e in events if _trace.is_call(e))
-    for _, call in llm_calls(events):
+    calls = sum(1 for e in events if _trace.is_call(e))
+    return totals_of(calls, (call for _, call in llm_calls(events)), at)
+
+
+def totals_of(calls: int, llm: Iterable[LLMCall], at: datetime | None = None) -> RunTotals:
+    """Totals from LLM calls already read (``calls``: how many calls of any kind the run made)."""
+    totals = RunTotals(calls=calls, pricing=pricing_source())
+    for call in llm:
         totals.llm_calls += 1
         totals.usage = totals.usage + call.usage
         cost = call_cost(call, at)

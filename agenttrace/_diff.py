@@ -37,9 +37,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _sse, _trace
+from ._cost import run_totals
 from ._genai import Usage
 from ._jsondiff import MISSING, Difference, differences, short
-from ._outline import outline, summarize
+from ._outline import summarize
 from ._replay import canonical_url
 
 _VOLATILE_REQUEST_HEADERS = frozenset(
@@ -164,7 +165,8 @@ def _paired(a: _Call, b: _Call) -> Pair:
         pair.request, more = _described(differences(a.request, b.request, "request"))
         pair.more += more
     if a.answer_key != b.answer_key:
-        pair.answer, more = _described(differences(a.answer, b.answer, "response"))
+        found = differences(a.detailed_answer(), b.detailed_answer(), "response")
+        pair.answer, more = _described(found)
         pair.more += more
     if pair.request or pair.answer or pair.more:
         pair.op = "changed"
@@ -193,15 +195,21 @@ def describe(d: Difference) -> str:
 class _Call:
     """A call as compared: what it asked, what it got, and the keys to align on."""
 
-    __slots__ = ("event", "request", "answer", "key", "answer_key", "endpoint")
+    __slots__ = ("event", "request", "key", "answer_key", "endpoint", "_view")
 
     def __init__(self, event: Mapping[str, Any]) -> None:
         self.event = event
         kind = str(event.get("kind"))
-        self.request, self.answer, endpoint = _VIEWS.get(kind, _other_view)(event)
+        self._view = _VIEWS.get(kind, _other_view)
+        self.request, answer, endpoint = self._view(event, False)
         self.key = kind + "\0" + _canonical(self.request)
-        self.answer_key = _canonical(self.answer)
+        self.answer_key = _canonical(answer)
         self.endpoint = kind + "\0" + endpoint
+
+    def detailed_answer(self) -> Any:
+        """The answer with streams split into events: paths into them are what a person needs,
+        but parsing every stream of a big run only to find them equal is not."""
+        return self._view(self.event, True)[1]
 
 
 _canonical = json.JSONEncoder(
@@ -209,7 +217,7 @@ _canonical = json.JSONEncoder(
 ).encode
 
 
-def _http_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def _http_view(event: Mapping[str, Any], detailed: bool) -> tuple[Any, Any, str]:
     request = event.get("request") or {}
     url = canonical_url(str(request.get("url", "")))
     method = str(request.get("method", "")).upper()
@@ -225,7 +233,8 @@ def _http_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
         got["status"] = response.get("status")
         got["headers"] = _headers(response.get("headers"), _VOLATILE_RESPONSE_HEADERS)
         if "chunks" in response:
-            got["stream"] = _stream_value(response)
+            text = _sse.stream_text(response)
+            got["stream"] = _stream_value(text) if detailed else text
         else:
             got["body"] = _body_value(response.get("body"))
     if event.get("error") is not None:
@@ -234,14 +243,14 @@ def _http_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
     return asked, got, f"{method} {urlsplit(url).path}"
 
 
-def _tool_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def _tool_view(event: Mapping[str, Any], detailed: bool) -> tuple[Any, Any, str]:
     got = {"error": _error_value(event["error"])} if "error" in event else {}
     if "result" in event:
         got["result"] = event["result"]
     return {"name": event.get("name"), "args": event.get("args")}, got, str(event.get("name"))
 
 
-def _websocket_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def _websocket_view(event: Mapping[str, Any], detailed: bool) -> tuple[Any, Any, str]:
     request = event.get("request") or {}
     frames = [f for f in event.get("frames") or () if isinstance(f, Mapping)]
     url = str(request.get("url", ""))
@@ -257,7 +266,7 @@ def _websocket_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
     return asked, got, url
 
 
-def _mcp_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def _mcp_view(event: Mapping[str, Any], detailed: bool) -> tuple[Any, Any, str]:
     messages = [m for m in event.get("messages") or () if isinstance(m, Mapping)]
     server = str(event.get("server") or "")
     asked = {
@@ -271,7 +280,7 @@ def _mcp_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
     return asked, got, server
 
 
-def _other_view(event: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def _other_view(event: Mapping[str, Any], detailed: bool) -> tuple[Any, Any, str]:
     plain = _without_bookkeeping(event)
     asked = {k: v for k, v in plain.items() if k not in _ANSWER_KEYS}
     got = {k: v for k, v in plain.items() if k in _ANSWER_KEYS}
@@ -315,9 +324,8 @@ def _body_value(body: Any) -> Any:
     return {"base64": body.get("base64")}
 
 
-def _stream_value(response: Mapping[str, Any]) -> Any:
+def _stream_value(text: str) -> Any:
     """A streamed body as its SSE events (data parsed where it is JSON), else as text."""
-    text = _sse.stream_text(response)
     events = list(_sse.events(text))
     if not events:
         return text
@@ -415,19 +423,24 @@ def compare(
 
 
 def _run_facts(document: Mapping[str, Any], label: str) -> RunFacts:
-    view = outline(document)
-    events = view.events
-    totals = view.totals
+    run = document.get("run") or {}
+    events = list(document.get("events") or ())
+    totals = run_totals(events, _trace.parse_time(run.get("started_at")))
     return RunFacts(
         label=label,
-        trace_id=view.trace_id,
-        name=view.run.get("name"),
-        status=str(view.run.get("status")),
-        error=view.run.get("error"),
+        trace_id=str(document.get("trace_id") or ""),
+        name=run.get("name"),
+        status=str(run.get("status", "unset")),
+        error=run.get("error"),
         calls=totals.calls,
         usage=totals.usage,
         cost_usd=totals.cost_usd,
-        call_ms=round(sum(e.duration_ms or 0.0 for e in events if e.is_call), 3),
-        wall_ms=view.run.get("wall_ms"),
-        facts=dict(Counter(e.kind for e in events if not e.is_call)),
+        call_ms=round(sum(_duration(e) for e in events if _trace.is_call(e)), 3),
+        wall_ms=_trace.elapsed_ms(run.get("started_at"), run.get("ended_at")),
+        facts=dict(Counter(str(e.get("kind")) for e in events if not _trace.is_call(e))),
     )
+
+
+def _duration(event: Mapping[str, Any]) -> float:
+    value = event.get("duration_ms")
+    return float(value) if isinstance(value, (int, float)) else 0.0

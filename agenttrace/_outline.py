@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _trace
-from ._cost import RunTotals, call_cost, run_totals
-from ._genai import Usage, parse_call
+from ._cost import RunTotals, call_cost, totals_of
+from ._genai import LLMCall, Usage, parse_call
 
 logger = logging.getLogger("agenttrace")
 
@@ -44,10 +44,8 @@ class EventLine:
     cost_usd: float | None = None
     redactions: int = 0
     error: str | None = None
-
-    @property
-    def is_call(self) -> bool:
-        return self.kind not in _trace.FACT_KINDS
+    is_call: bool = True  # a call rather than a fact (see _trace.is_call)
+    call: LLMCall | None = field(default=None, repr=False)  # the LLM call, read once
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "event", "seq": self.seq, "kind": self.kind}
@@ -117,14 +115,13 @@ class Outline:
 def outline(document: Mapping[str, Any]) -> Outline:
     """The outline of a checked trace document (see ``_trace.load_document``)."""
     run = dict(document.get("run") or {})
-    started = _parse_time(run.get("started_at"))
-    ended = _parse_time(run.get("ended_at"))
+    started = _trace.parse_time(run.get("started_at"))
     facts = {
         "name": run.get("name"),
         "status": run.get("status", "unset"),
         "started_at": run.get("started_at"),
         "ended_at": run.get("ended_at"),
-        "wall_ms": _ms_between(started, ended),
+        "wall_ms": _trace.elapsed_ms(run.get("started_at"), run.get("ended_at")),
         "error": run.get("error"),
         "mode": run.get("mode"),
     }
@@ -134,7 +131,11 @@ def outline(document: Mapping[str, Any]) -> Outline:
     return Outline(
         trace_id=str(document.get("trace_id") or ""),
         run=facts,
-        totals=run_totals(events, started),
+        totals=totals_of(
+            sum(1 for line in lines if line.is_call),
+            (line.call for line in lines if line.call is not None),
+            started,
+        ),
         root=root,
         events=lines,
     )
@@ -151,6 +152,7 @@ def summarize(event: Mapping[str, Any], at: _dt.datetime | None = None) -> Event
         kind=kind,
         step=event.get("step") if isinstance(event.get("step"), str) else None,
         label="",
+        is_call=_trace.is_call(event),
     )
     try:
         line.duration_ms = _number(event.get("duration_ms"))
@@ -182,6 +184,7 @@ def _llm(line: EventLine, event: Mapping[str, Any], at: _dt.datetime | None) -> 
     call = parse_call(event)
     if call is None:
         return
+    line.call = call
     line.llm = call.span_name
     if call.usage.reported():
         line.usage = call.usage
@@ -318,9 +321,7 @@ def _tree(
                 step_type=str(attrs[_trace.ATTR_STEP_TYPE]),
                 span_id=span.get("span_id"),
                 status=str(span.get("status") or "unset"),
-                duration_ms=_ms_between(
-                    _parse_time(span.get("start")), _parse_time(span.get("end"))
-                ),
+                duration_ms=_trace.elapsed_ms(span.get("start"), span.get("end")),
                 error=span.get("status_message"),
                 ended=span.get("end") is not None,
             )
@@ -415,24 +416,9 @@ def _homes(
 # -- small readers --------------------------------------------------------------------------------
 
 
-def _parse_time(value: Any) -> _dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:  # 3.10's fromisoformat does not read a trailing Z
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _timestamp(value: Any) -> float | None:
-    parsed = _parse_time(value)
+    parsed = _trace.parse_time(value)
     return parsed.timestamp() if parsed else None
-
-
-def _ms_between(start: _dt.datetime | None, end: _dt.datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds() * 1000.0, 3)
 
 
 def _int(value: Any) -> int:

@@ -6,6 +6,7 @@ The document is reconstructed from span attributes alone, so the local store and
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -76,11 +77,27 @@ def span_record(
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    import datetime as _dt
-
     return (
         _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).isoformat().replace("+00:00", "Z")
     )
+
+
+def parse_time(value: Any) -> _dt.datetime | None:
+    """A document timestamp (as ``_iso`` writes them) as an aware datetime; None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:  # 3.10's fromisoformat does not read a trailing Z
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def elapsed_ms(start: Any, end: Any) -> float | None:
+    """Milliseconds between two document timestamps, or None if either is missing."""
+    begun, ended = parse_time(start), parse_time(end)
+    if begun is None or ended is None:
+        return None
+    return round((ended - begun).total_seconds() * 1000.0, 3)
 
 
 def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
