@@ -205,24 +205,20 @@ def _step_text(step: StepNode) -> Text:
 def event_text(line: EventLine, width: int = 0) -> Text:
     text = Text.assemble((f"#{line.seq}".rjust(width + 1), "dim"), "  ", (line.kind, "cyan"))
     text.append(f"  {line.label}")
-    if line.status is not None:
-        text.append(f"  {line.status}", style="green" if line.ok else "bold red")
-    if line.duration_ms is not None:
-        text.append(f"  {duration(line.duration_ms)}", style="dim")
-    if line.chunks is not None:
-        text.append(f"  {line.chunks} chunks", style="dim")
-    if line.detail:
-        text.append(f"  {line.detail}", style="dim")
-    if line.llm:
-        text.append(f"  {line.llm}", style="magenta")
-    if line.usage is not None:
-        text.append(f"  tokens {tokens(line.usage)}", style="yellow")
-    if line.cost_usd is not None:
-        text.append(f"  {usd(line.cost_usd)}", style="green")
-    if line.redactions:
-        text.append(f"  {line.redactions} redacted", style="yellow")
-    if line.error:
-        text.append(f"  {line.error}", style="red")
+    facts = (
+        (line.status, line.status, "green" if line.ok else "bold red"),
+        (line.duration_ms, duration(line.duration_ms), "dim"),
+        (line.chunks, f"{line.chunks} chunks", "dim"),
+        (line.detail, line.detail, "dim"),
+        (line.llm, line.llm, "magenta"),
+        (line.usage, f"tokens {tokens(line.usage)}" if line.usage else "", "yellow"),
+        (line.cost_usd, usd(line.cost_usd), "green"),
+        (line.redactions or None, f"{line.redactions} redacted", "yellow"),
+        (line.error, line.error, "red"),
+    )
+    for present, shown, style in facts:
+        if present is not None and present != "":
+            text.append(f"  {shown}", style=style)
     return text
 
 

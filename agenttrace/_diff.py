@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _sse, _trace
+from ._body import json_value
 from ._cost import run_totals
 from ._genai import Usage
 from ._jsondiff import MISSING, Difference, differences, short
@@ -310,18 +311,17 @@ def _headers(headers: Any, volatile: frozenset[str]) -> dict[str, Any]:
     return out
 
 
+_NOT_JSON = object()
+
+
 def _body_value(body: Any) -> Any:
     """A stored body as a comparable value: JSON by value (whatever its layout), else text."""
+    value = json_value(body, _NOT_JSON)
+    if value is not _NOT_JSON:
+        return value
     if not isinstance(body, Mapping):
         return None
-    if "json" in body:
-        return body["json"]
-    if "text" in body:
-        try:
-            return json.loads(body["text"])
-        except ValueError:
-            return body["text"]
-    return {"base64": body.get("base64")}
+    return body["text"] if "text" in body else {"base64": body.get("base64")}
 
 
 def _stream_value(text: str) -> Any:

@@ -29,6 +29,7 @@ from opentelemetry.semconv._incubating.attributes import openai_attributes as oa
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from . import _sse
+from ._body import json_value
 
 logger = logging.getLogger("agenttrace")
 
@@ -243,7 +244,7 @@ def _parse(event: Mapping[str, Any], content: bool) -> LLMCall | None:
     request = event.get("request")
     if not isinstance(request, Mapping) or str(request.get("method", "")).upper() != "POST":
         return None
-    body = _json_body(request.get("body"))
+    body = json_value(request.get("body"))
     if not isinstance(body, dict):
         return None
     url = urlsplit(str(request.get("url", "")))
@@ -273,23 +274,10 @@ def _parse(event: Mapping[str, Any], content: bool) -> LLMCall | None:
         if isinstance(first, (int, float)):
             call.response_attributes[ga.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first / 1000.0
     else:
-        answer = _json_body(response.get("body"))
+        answer = json_value(response.get("body"))
         if isinstance(answer, dict):
             spec.answer(call, answer, content)
     return call
-
-
-def _json_body(body: Any) -> Any:
-    if not isinstance(body, Mapping):
-        return None
-    if "json" in body:
-        return body["json"]
-    if "text" in body:  # JSON served with another content type, or pretty-printed
-        try:
-            return json.loads(body["text"])
-        except ValueError:
-            return None
-    return None
 
 
 def _api(path: str, body: dict[str, Any]) -> str | None:
@@ -388,16 +376,21 @@ def _output_type(format_type: Any) -> dict[str, Any]:
 
 # -- OpenAI Chat Completions ----------------------------------------------------------------------
 
-_CHAT_PARAMS = {
-    "max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
-    "max_completion_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
+# Request parameters every API names alike.
+_SAMPLING = {
     "temperature": ga.GEN_AI_REQUEST_TEMPERATURE,
     "top_p": ga.GEN_AI_REQUEST_TOP_P,
+    "stream": ga.GEN_AI_REQUEST_STREAM,
+}
+
+_CHAT_PARAMS = {
+    **_SAMPLING,
+    "max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
     "stop": ga.GEN_AI_REQUEST_STOP_SEQUENCES,
     "seed": ga.GEN_AI_REQUEST_SEED,
     "frequency_penalty": ga.GEN_AI_REQUEST_FREQUENCY_PENALTY,
     "presence_penalty": ga.GEN_AI_REQUEST_PRESENCE_PENALTY,
-    "stream": ga.GEN_AI_REQUEST_STREAM,
     "service_tier": oa.OPENAI_REQUEST_SERVICE_TIER,
 }
 
@@ -411,16 +404,23 @@ def _chat_params(body: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _chat_usage(usage: Any) -> Usage:
+def _openai_usage(usage: Any, prefix: str, output: str) -> Usage:
+    """OpenAI usage: ``prompt_``/``completion_`` tokens (chat) or ``input_``/``output_``
+    (Responses), each with its details."""
     if not isinstance(usage, Mapping):
         return Usage()
+    inputs, outputs = f"{prefix}tokens", f"{output}tokens"
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        cache_read_tokens=_int(_dig(usage, "prompt_tokens_details", "cached_tokens")),
-        cache_write_tokens=_int(_dig(usage, "prompt_tokens_details", "cache_write_tokens")),
-        reasoning_tokens=_int(_dig(usage, "completion_tokens_details", "reasoning_tokens")),
+        input_tokens=_int(usage.get(inputs)),
+        output_tokens=_int(usage.get(outputs)),
+        cache_read_tokens=_int(_dig(usage, f"{inputs}_details", "cached_tokens")),
+        cache_write_tokens=_int(_dig(usage, f"{inputs}_details", "cache_write_tokens")),
+        reasoning_tokens=_int(_dig(usage, f"{outputs}_details", "reasoning_tokens")),
     )
+
+
+def _chat_usage(usage: Any) -> Usage:
+    return _openai_usage(usage, "prompt_", "completion_")
 
 
 def _openai_response_attributes(answer: Mapping[str, Any]) -> dict[str, Any]:
@@ -543,10 +543,8 @@ def _merge_chat_delta(into: dict[str, Any], choice: Mapping[str, Any]) -> None:
 # -- OpenAI Responses -----------------------------------------------------------------------------
 
 _RESPONSES_PARAMS = {
+    **_SAMPLING,
     "max_output_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
-    "temperature": ga.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": ga.GEN_AI_REQUEST_TOP_P,
-    "stream": ga.GEN_AI_REQUEST_STREAM,
     "service_tier": oa.OPENAI_REQUEST_SERVICE_TIER,
 }
 
@@ -558,15 +556,7 @@ def _responses_params(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _responses_usage(usage: Any) -> Usage:
-    if not isinstance(usage, Mapping):
-        return Usage()
-    return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_read_tokens=_int(_dig(usage, "input_tokens_details", "cached_tokens")),
-        cache_write_tokens=_int(_dig(usage, "input_tokens_details", "cache_write_tokens")),
-        reasoning_tokens=_int(_dig(usage, "output_tokens_details", "reasoning_tokens")),
-    )
+    return _openai_usage(usage, "input_", "output_")
 
 
 def _responses_parts(content: Any) -> list[dict[str, Any]]:
@@ -676,12 +666,10 @@ def _responses_stream(call: LLMCall, events: list[tuple[str, Any]], content: boo
 # -- Anthropic Messages ---------------------------------------------------------------------------
 
 _ANTHROPIC_PARAMS = {
+    **_SAMPLING,
     "max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
-    "temperature": ga.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": ga.GEN_AI_REQUEST_TOP_P,
     "top_k": ga.GEN_AI_REQUEST_TOP_K,
     "stop_sequences": ga.GEN_AI_REQUEST_STOP_SEQUENCES,
-    "stream": ga.GEN_AI_REQUEST_STREAM,
 }
 
 

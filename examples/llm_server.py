@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -433,8 +433,13 @@ def openai_response(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def responses_events(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The Responses API stream: lifecycle events around each item's deltas."""
+def responses_events(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The Responses API stream, numbered: lifecycle events around each item's deltas."""
+    for number, event in enumerate(_responses_events(body)):
+        yield event["type"], {**event, "sequence_number": number}
+
+
+def _responses_events(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     final = openai_response(body)
     started = {**final, "status": "in_progress", "output": [], "usage": None}
     yield {"type": "response.created", "response": started}
@@ -702,33 +707,32 @@ class Handler(BaseHTTPRequestHandler):
             "text/event-stream", [*events, b"data: [DONE]\n\n"], self.server.chunk_delay
         )
 
+    def _json_or_events(
+        self,
+        body: dict[str, Any],
+        answer: Callable[[dict[str, Any]], dict[str, Any]],
+        events: Callable[[dict[str, Any]], Iterable[tuple[str, dict[str, Any]]]],
+    ) -> None:
+        """The whole answer as JSON, or (``stream``) as named server-sent events."""
+        if not body.get("stream"):
+            self.send_json(200, answer(body))
+            return
+        parts = [
+            b"event: %s\ndata: %s\n\n" % (name.encode(), json.dumps(data).encode())
+            for name, data in events(body)
+        ]
+        self.send_chunked("text/event-stream", parts, self.server.chunk_delay)
+
     # Not `responses`: BaseHTTPRequestHandler.responses is its table of status phrases.
     def openai_responses(self) -> None:
         body = self.json_body()
-        if body is None:
-            return
-        if not body.get("stream"):
-            self.send_json(200, openai_response(body))
-            return
-        events = [
-            b"event: %s\ndata: %s\n\n"
-            % (event["type"].encode(), json.dumps({**event, "sequence_number": n}).encode())
-            for n, event in enumerate(responses_events(body))
-        ]
-        self.send_chunked("text/event-stream", events, self.server.chunk_delay)
+        if body is not None:
+            self._json_or_events(body, openai_response, responses_events)
 
     def messages(self) -> None:
         body = self.json_body()
-        if body is None:
-            return
-        if not body.get("stream"):
-            self.send_json(200, anthropic_message(body))
-            return
-        events = [
-            b"event: %s\ndata: %s\n\n" % (name.encode(), json.dumps(data).encode())
-            for name, data in anthropic_events(body)
-        ]
-        self.send_chunked("text/event-stream", events, self.server.chunk_delay)
+        if body is not None:
+            self._json_or_events(body, anthropic_message, anthropic_events)
 
     def models(self) -> None:
         model = {"id": "local-model", "object": "model", "created": CREATED, "owned_by": "local"}

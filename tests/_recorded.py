@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import clean_env, run_python
+from conftest import run_python
 
 AGENT = r"""
 import json, os, sys
@@ -175,16 +174,3 @@ def llm_events(document: dict[str, Any]) -> list[dict[str, Any]]:
         for e in document["events"]
         if e["kind"] == "http" and e["request"]["url"].split("?")[0].endswith(paths)
     ]
-
-
-def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``agenttrace ARGS`` in a fresh process, output piped (so plain text)."""
-    return subprocess.run(
-        [sys.executable, "-m", "agenttrace.cli", *args],
-        cwd=cwd,
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )

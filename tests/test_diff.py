@@ -7,41 +7,36 @@ import copy
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _recorded import Recording, cli, record, replay
-from llm_server import LLMServer, start_server
+from _recorded import Recording, record, replay
+from conftest import cli
+from llm_server import LLMServer
 
 from agenttrace import _diff, _trace
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    served = start_server()
-    try:
-        yield served
-    finally:
-        served.stop()
+def recording(module_llm_server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    return record(tmp_path_factory.mktemp("diff"), module_llm_server.url)
 
 
 @pytest.fixture(scope="module")
-def recording(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
-    return record(tmp_path_factory.mktemp("diff"), server.url)
-
-
-@pytest.fixture(scope="module")
-def oslo(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
+def oslo(module_llm_server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
     """The same agent asked about one city instead of two."""
     return record(
-        tmp_path_factory.mktemp("diff-oslo"), server.url, QUESTION="What is the weather in Oslo?"
+        tmp_path_factory.mktemp("diff-oslo"),
+        module_llm_server.url,
+        QUESTION="What is the weather in Oslo?",
     )
 
 
-def test_a_recording_and_its_replay_are_equivalent(recording: Recording, server: LLMServer) -> None:
-    replayed = replay(recording, server.url)
+def test_a_recording_and_its_replay_are_equivalent(
+    recording: Recording, module_llm_server: LLMServer
+) -> None:
+    replayed = replay(recording, module_llm_server.url)
     assert replayed.returncode == 0, replayed.stderr
     result = cli("diff", "last", "last-replay", cwd=recording.workdir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -96,9 +91,9 @@ def test_another_question_diverges_at_the_first_llm_call(
 
 
 def test_a_run_that_ended_otherwise_is_not_equivalent(
-    recording: Recording, server: LLMServer, tmp_path: Path
+    recording: Recording, module_llm_server: LLMServer, tmp_path: Path
 ) -> None:
-    failed = record(tmp_path / "failed", server.url, FAIL="1")
+    failed = record(tmp_path / "failed", module_llm_server.url, FAIL="1")
     result = cli("diff", str(recording.path), str(failed.path), cwd=tmp_path)
     assert result.returncode == 1
     assert "every call is the same; the runs ended differently" in result.stdout

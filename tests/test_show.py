@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _recorded import Recording, cli, llm_events, record, replay
-from conftest import agenttrace_serve
-from llm_server import LLMServer, start_server
+from _recorded import AGENT, Recording, llm_events, record, replay
+from conftest import agenttrace_serve, cli, run_python
+from llm_server import LLMServer
 
 from agenttrace import _console, _outline, _trace
 
@@ -24,22 +24,13 @@ KEY = "at_test_show_0123456789abcdefghijklmnop"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    served = start_server()
-    try:
-        yield served
-    finally:
-        served.stop()
+def recording(module_llm_server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    return record(tmp_path_factory.mktemp("show-ok"), module_llm_server.url)
 
 
 @pytest.fixture(scope="module")
-def recording(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
-    return record(tmp_path_factory.mktemp("show-ok"), server.url)
-
-
-@pytest.fixture(scope="module")
-def failed(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
-    return record(tmp_path_factory.mktemp("show-failed"), server.url, FAIL="1")
+def failed(module_llm_server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    return record(tmp_path_factory.mktemp("show-failed"), module_llm_server.url, FAIL="1")
 
 
 def _tokens(seen: dict[str, Any]) -> str:
@@ -146,14 +137,14 @@ def test_show_a_failed_run_names_its_error(failed: Recording) -> None:
 
 
 def test_show_finds_a_trace_by_id_prefix_or_file_and_the_last_replay(
-    recording: Recording, server: LLMServer
+    recording: Recording, module_llm_server: LLMServer
 ) -> None:
     trace_id = recording.document["trace_id"]
     for ref in (trace_id, trace_id[:8].upper(), str(recording.path), "last"):
         result = cli("show", ref, cwd=recording.workdir)
         assert result.returncode == 0, (ref, result.stderr)
         assert f"trace {trace_id}" in result.stdout.splitlines()[0]
-    replayed = replay(recording, server.url)
+    replayed = replay(recording, module_llm_server.url)
     assert replayed.returncode == 0, replayed.stderr
     result = cli("show", "--last-replay", cwd=recording.workdir)
     assert result.returncode == 0, result.stderr
@@ -386,10 +377,10 @@ def test_a_20k_event_trace_shows_quickly(recording: Recording, tmp_path: Path) -
 # -- from the backend -----------------------------------------------------------------------------
 
 
-def test_show_reads_runs_from_the_backend(server: LLMServer, tmp_path: Path) -> None:
+def test_show_reads_runs_from_the_backend(module_llm_server: LLMServer, tmp_path: Path) -> None:
     with agenttrace_serve(tmp_path, "--api-key", KEY, db_name="t.db") as backend:
         env = {"AGENTTRACE_API_KEY": KEY, "AGENTTRACE_API_URL": backend.url}
-        sent = record_to_backend(tmp_path / "agent", server.url, env)
+        sent = record_to_backend(tmp_path / "agent", module_llm_server.url, env)
         assert not (tmp_path / "agent" / ".agenttrace" / "last.json").exists()
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
@@ -406,9 +397,6 @@ def test_show_reads_runs_from_the_backend(server: LLMServer, tmp_path: Path) -> 
 
 def record_to_backend(workdir: Path, url: str, env: dict[str, str]) -> str:
     """Record the agent with an API key (so to the backend); returns its answer text."""
-    from _recorded import AGENT
-    from conftest import run_python
-
     workdir.mkdir()
     result = run_python(
         AGENT, env={"URL": url, "AGENTTRACE_SPOOL_DIR": str(workdir / "spool"), **env}, cwd=workdir
