@@ -106,7 +106,7 @@ def print_outline(outline: Outline, console: Console, *, show_all: bool = False)
         line.append_text(_item_text(item, width))
         _emit(console, line)
     _emit(console, _totals_text(outline.totals, run.get("wall_ms"), outline.events))
-    for model in outline.totals.unpriced_models:
+    for model in outline.totals.unpriced_models if outline.totals.pricing else ():
         model_totals = outline.totals.by_model[model]
         _emit(
             console,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _trace
+from ._body import json_value
 from ._cost import RunTotals, call_cost, totals_of
 from ._genai import LLMCall, Usage, parse_call
 
@@ -178,6 +179,21 @@ def _summarize_http(line: EventLine, event: Mapping[str, Any]) -> None:
         line.ok = isinstance(status, int) and status < 400
         if isinstance(response.get("chunks"), list):
             line.chunks = len(response["chunks"])
+        elif not line.ok:  # what the server said, when it said it the usual way
+            message = _dig_message(json_value(response.get("body")))
+            line.error = message[:200] if message else None
+
+
+def _dig_message(body: Any) -> str | None:
+    """The message of an API error body: {"error": {"message": ...}} or {"message": ...}."""
+    if not isinstance(body, Mapping):
+        return None
+    error = body.get("error")
+    inner = error if isinstance(error, Mapping) else body
+    message = inner.get("message")
+    if isinstance(message, str):
+        return message
+    return error if isinstance(error, str) else None
 
 
 def _llm(line: EventLine, event: Mapping[str, Any], at: _dt.datetime | None) -> None:
@@ -261,7 +277,7 @@ def _summarize_other(line: EventLine, event: Mapping[str, Any]) -> None:
             break
     else:
         line.label = line.kind
-    if _trace.is_call(event):
+    if line.is_call:
         line.status = "ok"
 
 
@@ -276,11 +292,10 @@ _SUMMARIES = {
 
 
 def _error(line: EventLine, error: Any) -> None:
+    """A failed call: its status is the exception type, its error the message."""
     if isinstance(error, Mapping):
-        kind = str(error.get("type") or "error")
-        line.status, line.ok = kind, False
-        message = error.get("message")
-        line.error = f"{kind}: {message}" if message else kind
+        line.status, line.ok = str(error.get("type") or "error"), False
+        line.error = str(error["message"]) if error.get("message") else None
     elif isinstance(error, str) and error:
         line.status, line.ok, line.error = "error", False, error
 
