@@ -86,6 +86,11 @@ def _status_style(status: str | None) -> str:
 
 
 def print_outline(outline: Outline, console: Console, *, show_all: bool = False) -> None:
+    with console:  # one write at the end, not one per line (thousands for a big run)
+        _print_outline(outline, console, show_all)
+
+
+def _print_outline(outline: Outline, console: Console, show_all: bool) -> None:
     run = outline.run
     header = Text.assemble(
         (str(run.get("name") or "(unnamed run)"), "bold"),
@@ -282,6 +287,11 @@ def _totals_text(totals: RunTotals, wall_ms: float | None, events: Sequence[Even
 
 
 def print_comparison(comparison: Comparison, console: Console) -> None:
+    with console:
+        _print_comparison(comparison, console)
+
+
+def _print_comparison(comparison: Comparison, console: Console) -> None:
     for tag, facts in (("A", comparison.a), ("B", comparison.b)):
         _emit(console, _run_line(tag, facts))
     first = comparison.first_divergence

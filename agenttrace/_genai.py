@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,7 +270,8 @@ def _parse(event: Mapping[str, Any], content: bool) -> LLMCall | None:
         return call
     if "chunks" in response:
         call.streamed = True
-        spec.stream(call, _sse.json_events(response), content)
+        wanted = None if content else spec.wanted
+        spec.stream(call, _sse.json_events(response, wanted), content)
         first = next((c.get("at_ms") for c in response["chunks"] if isinstance(c, Mapping)), None)
         if isinstance(first, (int, float)):
             call.response_attributes[ga.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first / 1000.0
@@ -814,6 +816,21 @@ def _no_stream(call: LLMCall, events: list[tuple[str, Any]], content: bool) -> N
     return None
 
 
+# Without content, a stream's deltas do not matter: only the events that carry ids, finish
+# reasons and usage are parsed.
+_CHAT_FACTS = re.compile(r'"(?:usage|finish_reason)"\s*:\s*[{"]')
+
+
+def _chat_facts(index: int, event: _sse.Event) -> bool:
+    return index == 0 or _CHAT_FACTS.search(event.data) is not None
+
+
+def _named(*names: str) -> Callable[[int, _sse.Event], bool]:
+    # A gateway that drops the event names ("message" is the default) gets all events parsed.
+    wanted = {*names, "message"}
+    return lambda index, event: event.event in wanted
+
+
 @dataclass(frozen=True)
 class _Api:
     family: str  # the provider an unknown host speaking this API is taken for
@@ -822,11 +839,12 @@ class _Api:
     request_content: Callable[[LLMCall, Mapping[str, Any]], None]
     answer: Callable[[LLMCall, Mapping[str, Any], bool], None]
     stream: Callable[[LLMCall, list[tuple[str, Any]], bool], None]
+    wanted: Callable[[int, _sse.Event], bool] | None = None  # stream events read without content
 
 
 _APIS = {
     "openai.chat_completions": _Api(
-        OPENAI, CHAT, _chat_params, _chat_request_content, _chat_answer, _chat_stream
+        OPENAI, CHAT, _chat_params, _chat_request_content, _chat_answer, _chat_stream, _chat_facts
     ),
     "openai.responses": _Api(
         OPENAI,
@@ -835,6 +853,13 @@ _APIS = {
         _responses_request_content,
         _responses_answer,
         _responses_stream,
+        _named(
+            "response.created",
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+            "error",
+        ),
     ),
     "anthropic.messages": _Api(
         ANTHROPIC,
@@ -843,6 +868,7 @@ _APIS = {
         _anthropic_request_content,
         _anthropic_answer,
         _anthropic_stream,
+        _named("message_start", "message_delta", "error"),
     ),
     "openai.embeddings": _Api(
         OPENAI, EMBEDDINGS, _embeddings_params, _no_content, _embeddings_answer, _no_stream

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,16 @@ def events(text: str) -> Iterator[Event]:
         yield Event(name or "message", "\n".join(data), last_id)
 
 
-def json_events(response: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def json_events(
+    response: Mapping[str, Any], wanted: Callable[[int, Event], bool] | None = None
+) -> list[tuple[str, Any]]:
     """(event name, parsed data) for each event of a streamed response whose data is JSON;
-    the OpenAI ``[DONE]`` sentinel and other non-JSON data are skipped."""
+    the OpenAI ``[DONE]`` sentinel and other non-JSON data are skipped, and so are the events
+    ``wanted(index, event)`` turns down (parsing every delta of a long run adds up)."""
     out = []
-    for event in events(stream_text(response)):
+    for index, event in enumerate(events(stream_text(response))):
+        if wanted is not None and not wanted(index, event):
+            continue
         try:
             out.append((event.event, json.loads(event.data)))
         except ValueError:

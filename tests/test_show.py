@@ -440,3 +440,27 @@ def record_to_backend(workdir: Path, url: str, env: dict[str, str]) -> str:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])["seen"][0]["model"]
+
+
+def test_a_killed_run_with_steps_that_never_ended(recording: Recording) -> None:
+    document = copy.deepcopy(recording.document)
+    document["run"].update(status="killed", ended_at=None)
+    answer = next(s for s in document["spans"] if s["name"] == "Answer")
+    document["spans"] = [  # what a process that died inside "Answer" leaves: no span for it
+        s
+        for s in document["spans"]
+        if s["span_id"] != answer["span_id"] and s["parent_id"] != answer["span_id"]
+    ]
+    view = _outline.outline(_trace.load_document(document)[0])
+    made_up = [
+        c for c in view.root.children if isinstance(c, _outline.StepNode) and c.name == "Answer"
+    ]
+    assert len(made_up) == 1 and made_up[0].ended is False
+    kinds = [c.kind for c in made_up[0].children]
+    assert kinds == ["entropy", "http"]  # both of its events, found by their step name
+    buffer = io.StringIO()
+    _console.print_outline(view, _console.make_console(buffer))
+    out = buffer.getvalue()
+    assert "Answer  (never ended)" in out and "  wall ?" in out
+    assert out.splitlines()[0].startswith("look_agent  killed  trace ")
+    assert "error: the run ended killed" in out
