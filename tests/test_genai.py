@@ -419,3 +419,22 @@ def test_prices_work_offline(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) > 0
+
+
+def test_a_responses_stream_without_event_names_still_reports_usage() -> None:
+    """Some gateways forward the data lines only; the usage in response.completed is still read."""
+    done = {
+        "type": "response.completed",
+        "response": {"id": "resp_1", "model": "m", "status": "completed", "output": []}
+        | {"usage": {"input_tokens": 4, "output_tokens": 2}},
+    }
+    deltas = [{"type": "response.output_text.delta", "delta": "hi"}] * 3
+    text = "".join(f"data: {json.dumps(e)}\n\n" for e in [*deltas, done])
+    event = _event(
+        "http://gateway/v1/responses",
+        {"model": "m", "input": "x", "stream": True},
+        chunks=[{"at_ms": 1.0, "text": text}],
+    )
+    call = _genai.parse_call(event)
+    assert (call.response_id, call.usage.input_tokens, call.usage.output_tokens) == ("resp_1", 4, 2)
+    assert call.finish_reasons == ["stop"]
