@@ -8,13 +8,17 @@ Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._config import Settings, mask_key, resolve
-from .errors import ConfigError
+from ._trace import REPLAYS_DIR
+from .errors import ConfigError, EventsFileError
 
 _PROG = "agenttrace"
 
@@ -49,13 +53,201 @@ def _parser() -> argparse.ArgumentParser:
         prog=_PROG, description="Record, replay and govern AI agent runs (AgentTrace)."
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_serve, _add_prune, _add_pull, _add_flush):
+    for add in (_add_show, _add_diff, _add_serve, _add_prune, _add_pull, _add_flush):
         add(sub)
     return parser
 
 
 def _say(message: str) -> None:
     print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# -- show ---------------------------------------------------------------------------------------
+
+
+def _add_show(sub: Any) -> None:
+    p = sub.add_parser(
+        "show",
+        help="print a run: its steps and calls, tokens, cost and error",
+        description="Print a run as a tree of steps and the I/O inside them (seq, kind, method "
+        "and URL or tool name, status, duration, streamed chunks, tokens, redactions), then its "
+        "totals (calls, tokens, cost, wall time) and the error of a failed run. TRACE is a trace "
+        "file or a trace id (from the local store, else from the backend with "
+        "AGENTTRACE_API_KEY); the default is the most recent run.",
+    )
+    _add_trace_choice(p)
+    p.add_argument("--json", action="store_true", help="print the outline as JSON, for machines")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every event: do not fold runs of entropy/DNS events and of repeated calls",
+    )
+    p.set_defaults(handler=_show)
+
+
+def _add_trace_choice(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "trace", nargs="?", metavar="TRACE", help="a trace file, or a trace id (or its start)"
+    )
+    which.add_argument("--last", action="store_true", help="the most recent run (the default)")
+    which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
+    which.add_argument("--last-replay", action="store_true", help="the most recent replayed run")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ._outline import outline
+
+    latest = "last-failure" if args.last_failure else "last-replay" if args.last_replay else "last"
+    document, _ = _load_trace(args.trace or latest)
+    view = outline(document)
+    if args.json:
+        _print_json(view.to_json())
+        return 0
+    from ._console import make_console, print_outline
+
+    print_outline(view, make_console(), show_all=args.all)
+    return 0
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# -- diff ---------------------------------------------------------------------------------------
+
+
+def _add_diff(sub: Any) -> None:
+    p = sub.add_parser(
+        "diff",
+        help="compare two runs call by call (exit 0 when equivalent, 1 when not)",
+        description="Align the calls of two runs (a recording and its replay, two recordings, "
+        "before and after a change) and print the first divergence (which call, which step, a "
+        "JSON-path diff of request and response), then the calls changed, added and removed and "
+        "the token, cost and latency deltas. A and B are trace files, trace ids, or `last`, "
+        "`last-failure`, `last-replay` (e.g. `agenttrace diff last last-replay`). Ids, timestamps, durations, seq numbers and volatile headers "
+        "(traceparent, user-agent, x-stainless-*, date...) never count as differences. Exit status "
+        "0 when the runs are equivalent, 1 when not, 2 when a trace cannot be read.",
+    )
+    p.add_argument("a", metavar="A", help="the first run (e.g. the recording)")
+    p.add_argument("b", metavar="B", help="the second run (e.g. its replay)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(handler=_diff)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from ._diff import compare
+
+    document_a, label_a = _load_trace(args.a)
+    document_b, label_b = _load_trace(args.b)
+    comparison = compare(document_a, document_b, label_a, label_b)
+    if args.json:
+        _print_json(comparison.to_json())
+    else:
+        from ._console import make_console, print_comparison
+
+        print_comparison(comparison, make_console())
+    return 0 if comparison.equivalent else 1
+
+
+# -- finding a trace ----------------------------------------------------------------------------
+
+_TRACE_ID = re.compile(r"[0-9a-f]{4,32}")
+
+
+_LATEST = {
+    "last": "last.json",
+    "last-failure": "last-failure.json",
+    "last-replay": os.path.join(REPLAYS_DIR, "last.json"),
+}
+
+
+def _load_trace(ref: str) -> tuple[dict[str, Any], str]:
+    """The trace document a command names, checked, and a label for it: a file, a trace id
+    (or a unique start of one) in the local store, else a full id at the backend, or
+    ``last`` / ``last-failure`` / ``last-replay``. Bad input is a one-line CommandError, status 2."""
+    settings = resolve({})
+    if ref in _LATEST and not os.path.exists(ref):
+        return _latest(settings, ref)
+    if os.path.exists(ref) or os.sep in ref or ref.endswith(".json"):
+        return _checked(ref)
+    trace_id = ref.strip().lower()
+    if not _TRACE_ID.fullmatch(trace_id):
+        raise CommandError(
+            f"{ref}: no such file, and not a trace id (hex digits); pass a trace file, a trace id, "
+            "--last or --last-failure",
+            2,
+        )
+    stores = [
+        os.path.join(settings.local_dir, "traces"),
+        os.path.join(settings.local_dir, REPLAYS_DIR, "traces"),
+    ]
+    found = sorted(
+        path
+        for store in stores
+        for path in glob.glob(os.path.join(glob.escape(store), trace_id + "*.json"))
+    )
+    if len(found) == 1:
+        return _checked(found[0])
+    if len(found) > 1:
+        names = ", ".join(os.path.basename(f)[:-5] for f in found[:3])
+        raise CommandError(
+            f"{ref} is the start of {len(found)} trace ids ({names}...); give more of it", 2
+        )
+    if settings.api_key and len(trace_id) == 32:
+        document = _ApiClient(settings).get(f"/api/v1/traces/{trace_id}", not_found_status=2)
+        return _checked(document, f"trace {trace_id} at {settings.api_url}")
+    where = "" if settings.api_key else " (set AGENTTRACE_API_KEY to look in the backend too)"
+    raise CommandError(
+        f"no trace {ref} in {stores[0]}{where}; pass a trace file, a full trace id, --last or "
+        "--last-failure",
+        2,
+    )
+
+
+def _latest(settings: Settings, which: str) -> tuple[dict[str, Any], str]:
+    """The most recent run of a kind: the local store's, the backend's when a key is set (for
+    recordings), and the newer of the two when both have one."""
+    local = os.path.join(settings.local_dir, _LATEST[which])
+    found = [_checked(local)] if os.path.exists(local) else []
+    ask_backend = settings.api_key and which != "last-replay"  # replays stay local
+    if ask_backend:
+        params: dict[str, Any] = {"limit": 1}
+        if which == "last-failure":
+            params["status"] = "error"
+        client = _ApiClient(settings)
+        try:
+            listed = client.get("/api/v1/traces", params=params)["traces"]
+            if listed:
+                trace_id = listed[0]["trace_id"]
+                document = client.get(f"/api/v1/traces/{trace_id}")
+                found.append(_checked(document, f"trace {trace_id} at {settings.api_url}"))
+        except CommandError as exc:
+            if not found:
+                raise
+            _say(f"warning: {exc}; showing {local}")
+    if not found:
+        kind = {"last": "run", "last-failure": "failed run", "last-replay": "replayed run"}[which]
+        elsewhere = (
+            "" if ask_backend or which == "last-replay" else " and AGENTTRACE_API_KEY is not set"
+        )
+        raise CommandError(
+            f"no {kind} yet: {local} does not exist{elsewhere}; record a run first, or pass a "
+            "trace file or id",
+            2,
+        )
+    return max(found, key=lambda item: str((item[0].get("run") or {}).get("started_at") or ""))
+
+
+def _checked(source: Any, label: str | None = None) -> tuple[dict[str, Any], str]:
+    from ._trace import load_document
+
+    try:
+        document, read_as = load_document(source, label or "trace")
+    except EventsFileError as exc:
+        raise CommandError(str(exc), 2) from None
+    return document, label or read_as
 
 
 # -- serve --------------------------------------------------------------------------------------
@@ -336,7 +528,9 @@ class _ApiClient:
         self.url = settings.api_url
         self.key = settings.api_key or ""
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    def get(
+        self, path: str, params: dict[str, Any] | None = None, not_found_status: int = 1
+    ) -> Any:
         import requests
 
         try:
@@ -364,7 +558,9 @@ class _ApiClient:
                 f"the backend at {self.url} rejected API key {mask_key(self.key)}: {message}"
             )
         if response.status_code == 404:
-            raise CommandError(f"{message} (at {self.url}, for key {mask_key(self.key)})")
+            raise CommandError(
+                f"{message} (at {self.url}, for key {mask_key(self.key)})", not_found_status
+            )
         raise CommandError(
             f"the backend at {self.url} answered HTTP {response.status_code}: {message}"
         )
