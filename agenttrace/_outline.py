@@ -282,7 +282,10 @@ def _summarize_other(line: EventLine, event: Mapping[str, Any]) -> None:
 
 
 def _summarize_clock(line: EventLine, event: Mapping[str, Any]) -> None:
-    flows = event.get("flows") if isinstance(event.get("flows"), Mapping) else {}
+    flows = event.get("flows")
+    if not isinstance(flows, Mapping):
+        _summarize_other(line, event)
+        return
     reads = sum(len(v) for v in flows.values() if isinstance(v, list))
     line.label = f"{reads} wall-clock reads in {len(flows)} flow(s)"
 
