@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import agenttrace_serve, clean_env, run_python
+from conftest import agenttrace_serve, clean_env, cli, run_python
 
 AGENT = """
 import os, resource, signal, sys, time, uuid, urllib.request
@@ -275,6 +275,18 @@ def test_a_cli_command_finalises_before_it_runs(tmp_path, llm_server):
     assert "recovered run 'script' (killed" in flushed.stderr
     assert _load(tmp_path, "last-failure.json")["run"]["status"] == "killed"
     assert _load(tmp_path, "last.json")["run"]["status"] == "killed"
+
+
+def test_agenttrace_run_finalises_the_command_it_saw_killed(tmp_path, llm_server):
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT.replace("    agenttrace.init()\n", "    pass\n"), encoding="utf-8")
+    ran = cli(
+        "run", "--", sys.executable, str(script), cwd=tmp_path, URL=llm_server.url, HOW="sigkill"
+    )
+    assert ran.returncode == 128 + signal.SIGKILL, ran.stderr  # as a shell reports it
+    assert "recovered run 'agent' (killed" in ran.stderr
+    assert "no run was recorded" not in ran.stderr
+    assert _http(_load(tmp_path, "last-failure.json")) == [f"c{i}" for i in range(1, 11)]
 
 
 def test_a_run_finalised_late_does_not_take_last_json_from_a_newer_run(tmp_path, llm_server):
