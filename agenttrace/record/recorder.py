@@ -14,7 +14,17 @@ from .. import _context, _trace
 from .._body import encode_body, header
 from .._redaction import Redactor
 from .._runs import RunHandle, Runs
-from ..capture import Exchange, HttpCall
+from ..capture import (
+    Capture,
+    Exchange,
+    HttpCall,
+    MessageSession,
+    SessionCall,
+    ToolCall,
+    ToolRun,
+    messages,
+    tools,
+)
 from ..capture.entropy import current_flow, dns_to_json, encode
 from ..capture.exchange import span_attributes
 
@@ -25,7 +35,7 @@ class Recorder:
     def __init__(self, runs: Runs, redactor: Redactor) -> None:
         self.runs = runs
         self.redactor = redactor
-        self._open: dict[int, Exchange] = {}  # dict set/pop are atomic under the GIL
+        self._open: dict[int, Capture] = {}  # dict set/pop are atomic under the GIL
         self._node_logged: int | None = None
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -87,21 +97,61 @@ class Recorder:
     def parent_context(self) -> Context | None:
         return self.runs.parent_context()
 
-    # -- ExchangeOwner -----------------------------------------------------------------------------
+    # -- message sessions and tools --------------------------------------------------------------
+
+    def begin_session(self, call: SessionCall) -> MessageSession:
+        session = MessageSession(self, call, **self._where(messages.span_start, call))
+        self._open[id(session)] = session
+        return session
+
+    def begin_tool(self, call: ToolCall) -> ToolRun:
+        rules = _context.current_rules()
+        args, paths = self.redactor.payload(call.args, rules)
+        run = ToolRun(
+            self,
+            call,
+            args=args,
+            redacted=[f"args.{p}" if p else "args" for p in paths],
+            **self._where(tools.span_start, call, SpanKind.INTERNAL),
+        )
+        self._open[id(run)] = run
+        return run
+
+    def _where(
+        self, span_start: Callable[[Any, int], Any], call: Any, kind: SpanKind = SpanKind.CLIENT
+    ) -> dict[str, Any]:
+        """Where a new capture belongs: its seq, step, rules, run and a span of its own."""
+        step = _context.current_step()
+        run = self.runs.current()
+        seq = self.runs.next_seq()
+        name, attributes = span_start(call, seq)
+        span = self.runs.tracer.start_span(
+            name, context=self.runs.parent_context(run), kind=kind, attributes=attributes
+        )
+        return {
+            "seq": seq,
+            "step": step.name if step else None,
+            "rules": _context.current_rules(),
+            "run": run,
+            "span": span,
+        }
+
+    # -- CaptureOwner ------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
         return self.redactor.text(text)
 
-    def finish(self, exchange: Exchange, event: dict[str, Any]) -> None:
-        self._open.pop(id(exchange), None)
-        redacted = self.redactor.event(event, exchange.rules, request_done=True)
-        self.publish(exchange, redacted)
+    def finish(self, capture: Capture, event: dict[str, Any]) -> None:
+        self._open.pop(id(capture), None)
+        redacted = self.redactor.event(event, capture.rules, request_done=capture.kind == "http")
+        self.publish(capture, redacted)
 
-    def publish(self, exchange: Exchange, event: dict[str, Any] | None) -> None:
-        """Put a finished event on its span (the trace document is rebuilt from spans)."""
+    def publish(self, capture: Capture, event: dict[str, Any] | None) -> None:
+        """Put a finished event of any kind on its span (the trace document is rebuilt from
+        spans): the one way every completed event leaves the Recorder."""
         payload = _trace.dumps_compact(event)
-        span = exchange.span
-        if exchange.own_span:
+        span = capture.span
+        if capture.own_span:
             span.set_attribute(_trace.ATTR_EVENT, payload)
             span.end()
         elif span.is_recording():
@@ -112,14 +162,15 @@ class Recorder:
             late = self.runs.tracer.start_span(
                 "agenttrace.event",
                 context=trace.set_span_in_context(span),
-                attributes={_trace.ATTR_SEQ: exchange.seq, _trace.ATTR_EVENT: payload},
+                attributes={_trace.ATTR_SEQ: capture.seq, _trace.ATTR_EVENT: payload},
             )
             late.end()
 
     def close_open(self) -> None:
-        """Complete the streams the agent never closed, so they still get recorded."""
-        for exchange in list(self._open.values()):
-            exchange.close()
+        """Complete the streams and sessions the agent never closed, so they still get
+        recorded."""
+        for capture in list(self._open.values()):
+            capture.close()
 
     # -- entropy and DNS -----------------------------------------------------------------------------
 
