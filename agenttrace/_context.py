@@ -95,8 +95,8 @@ def in_tool() -> int | None:
     return otel_context.get_value(_IN_TOOL_KEY)  # type: ignore[return-value]
 
 
-def enter_tool(seq: int) -> object:
-    return otel_context.attach(otel_context.set_value(_IN_TOOL_KEY, seq))
+def with_tool(seq: int, ctx: otel_context.Context | None = None) -> otel_context.Context:
+    return otel_context.set_value(_IN_TOOL_KEY, seq, ctx)
 
 
 def unreplayed() -> bool:

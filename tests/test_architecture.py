@@ -174,6 +174,7 @@ def test_agenttrace_exports_exactly_the_design_api():
         "run",
         "step",
         "set_result",
+        "tool",
         "Settings",
         "ConfigError",
         "EventsFileError",
