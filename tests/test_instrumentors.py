@@ -235,10 +235,9 @@ class AiohttpClient:
             kw["timeout"] = aiohttp.ClientTimeout(total=kw["timeout"])
 
         async def go() -> Result:
-            async with aiohttp.ClientSession() as session:
-                async with session.request(method, url, **kw) as r:
-                    body = await r.read()
-                    return {"status": r.status, "headers": sorted(r.headers.items()), "body": body}
+            async with aiohttp.ClientSession() as session, session.request(method, url, **kw) as r:
+                body = await r.read()
+                return {"status": r.status, "headers": sorted(r.headers.items()), "body": body}
 
         return asyncio.run(go())
 
@@ -247,12 +246,11 @@ class AiohttpClient:
     ) -> list[bytes]:
         async def go() -> list[bytes]:
             timeouts = aiohttp.ClientTimeout(sock_read=timeout)
-            async with aiohttp.ClientSession(timeout=timeouts) as session:
-                async with session.get(url) as r:
-                    pieces = r.content.iter_any()
-                    received = [await pieces.__anext__()]
-                    on_first()
-                    return received + [piece async for piece in pieces]
+            async with aiohttp.ClientSession(timeout=timeouts) as session, session.get(url) as r:
+                pieces = r.content.iter_any()
+                received = [await pieces.__anext__()]
+                on_first()
+                return received + [piece async for piece in pieces]
 
         return asyncio.run(go())
 
