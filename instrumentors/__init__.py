@@ -31,6 +31,7 @@ TARGETS: dict[str, str] = {
     "requests": "agenttrace.instrumentors.requests",
     "http.client": "agenttrace.instrumentors.http_client",
     "aiohttp": "agenttrace.instrumentors.aiohttp",
+    "websockets": "agenttrace.instrumentors.websockets",
 }
 
 # A library not imported yet: the session waiting to patch it when it is. The import hook is

@@ -126,9 +126,12 @@ class MessageSession(Capture):
         except Exception:
             logger.exception("agenttrace: could not record a %s message", self.kind)
 
-    def closed(self, code: int | None, reason: str = "") -> None:
+    def closed(self, code: int | None, reason: str = "", by: str | None = None) -> None:
+        """The closing handshake: its code and reason, and who started it."""
         if self._close is None and code is not None:
             self._close = {"code": code, "reason": reason}
+            if by is not None:
+                self._close["by"] = by
 
     def _finish(self) -> None:
         event = self.event_head()
@@ -155,6 +158,8 @@ class ServedSession(MessageSession):
         super().__init__(owner, call, **where)
         self.recorded = recorded
         self.script = Script(recorded)
+        self.server: Any = None  # what plays the other end (the instrumentor's)
+        self.consumed = 0  # received messages the client has taken
 
     def sent(self, payload: Any) -> None:
         """The client sent ``payload``: compare it with the recorded send at that position."""
@@ -165,6 +170,12 @@ class ServedSession(MessageSession):
             self.owner.unrecorded_message(self, index, actual)
         elif comparable(expected) != comparable(actual):
             self.owner.different_message(self, index, expected, actual)
+
+    def past_the_end(self) -> bool:
+        """The client has taken every recorded message and the recorded server did not close
+        the session: a further receive asks for more than the recording holds."""
+        close = self.script.close or {}
+        return self.consumed >= self.script.received_total and close.get("by") != "server"
 
     def ended_early(self, what: str) -> None:
         """The client wants more than the recording holds (a receive past its end)."""
@@ -221,6 +232,14 @@ class Script:
             out.append(message)
             self.received_count += 1
         return out
+
+    @property
+    def received_total(self) -> int:
+        return len(self._recvs)
+
+    @property
+    def sends_done(self) -> bool:
+        return self.sent_count >= len(self._send_at)
 
     def exhausted(self) -> bool:
         """Every recorded received message has been served."""

@@ -134,6 +134,18 @@ def internal_errors(what: str) -> Iterator[None]:
         logger.exception("agenttrace: could not %s", what)
 
 
+@contextmanager
+def clients_own_work() -> Iterator[None]:
+    """A client's own bookkeeping (a connection id, a handshake key, frame masks) that a replay
+    may not repeat the same way: it draws none of the agent's entropy, clock or flow numbers, and
+    nothing below it is captured."""
+    token = _context.enter_call()
+    try:
+        yield
+    finally:
+        _context.exit_call(token)
+
+
 def when_intercepting(original: Callable[..., Any]) -> Callable[[F], F]:
     """Decorate a patch of ``original``: it runs only while a session intercepts; otherwise
     the call goes to ``original`` untouched. Coroutine functions stay coroutine functions."""
