@@ -32,6 +32,7 @@ TARGETS: dict[str, str] = {
     "http.client": "agenttrace.instrumentors.http_client",
     "aiohttp": "agenttrace.instrumentors.aiohttp",
     "websockets": "agenttrace.instrumentors.websockets",
+    "mcp": "agenttrace.instrumentors.mcp",
 }
 
 # A library not imported yet: the session waiting to patch it when it is. The import hook is
