@@ -1,8 +1,9 @@
 """The value codec: a tool's arguments and results as JSON, round-tripping exactly.
 
-JSON types stay as they are; everything else becomes a one-key object tagged ``$type``:
-tuple, bytes, bytearray, set, frozenset, datetime/date/time/timedelta, Decimal, UUID, enums,
-dataclasses, pydantic models (and dicts whose keys are not plain strings). Anything else goes
+JSON types stay as they are; everything else becomes an object tagged by its first key
+(``$tuple``, ``$bytes``...): tuple and namedtuple, bytes, bytearray, set, frozenset,
+datetime/date/time/timedelta, Decimal, UUID, enums, dataclasses, pydantic models (and dicts whose
+keys are not plain strings, or start with ``$``). Anything else goes
 through the tool's own ``encode=`` callable, or is an :class:`UnencodableValue`.
 
 Never pickle: loading a trace must never run code. Decoding a dataclass, a pydantic model or an
@@ -60,6 +61,11 @@ def _encode(value: Any, custom: Encoder | None, depth: int) -> Any:
         }
     if type(value) is tuple:
         return {"$tuple": [_encode(v, custom, down) for v in value]}
+    if isinstance(value, tuple) and hasattr(type(value), "_fields"):  # a namedtuple
+        return {
+            "$namedtuple": _class_name(type(value)),
+            "v": [_encode(v, custom, down) for v in value],
+        }
     if isinstance(value, (bytes, bytearray)):
         tag = "$bytes" if type(value) is bytes else "$bytearray"
         return {tag: base64.b64encode(value).decode("ascii")}
@@ -148,6 +154,8 @@ def _decode_tagged(tag: str, value: dict[str, Any], custom: Encoder | None) -> A
         return decimal.Decimal(body)
     if tag == "$uuid":
         return uuid.UUID(body)
+    if tag == "$namedtuple":
+        return _imported_class(body)(*(decode(v, custom) for v in value["v"]))
     if tag in ("$int", "$enum"):
         return _imported_class(body)(decode(value["v"], custom))
     if tag == "$dataclass":
