@@ -203,6 +203,9 @@ def test_instrumentors_and_exporters_public_names():
         "urllib3",
         "requests",
         "http.client",
+        "aiohttp",
+        "websockets",
+        "mcp",
     }
     for implementation in set(agenttrace.instrumentors.TARGETS.values()):
         assert callable(importlib.import_module(implementation).patch), implementation

@@ -19,9 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import httpx2
+import mcp.client.sse as mcp_sse
+import mcp.client.stdio as mcp_stdio
+import mcp.client.streamable_http as mcp_http
 import pytest
+import websockets.asyncio.client as ws_asyncio
+import websockets.asyncio.connection as ws_asyncio_connection
+import websockets.client as ws_sans_io
+import websockets.sync.client as ws_sync
+import websockets.sync.connection as ws_sync_connection
 import requests
 import urllib3
 
@@ -68,6 +77,36 @@ def _patched_attributes() -> dict[str, Any]:
         "http.client.request": vars(http.client.HTTPConnection).get("request"),
         "http.client.getresponse": vars(http.client.HTTPConnection).get("getresponse"),
         "requests.Session.send": vars(requests.Session).get("send"),
+        "aiohttp.ClientSession.__init__": vars(aiohttp.ClientSession).get("__init__"),
+        **{
+            f"websockets.ClientProtocol.{name}": vars(ws_sans_io.ClientProtocol).get(name)
+            for name in (
+                "__init__",
+                "connect",
+                "send_request",
+                "events_received",
+                "receive_data",
+                "receive_eof",
+                "send_text",
+                "send_binary",
+                "send_continuation",
+                "send_close",
+                "send_ping",
+                "send_pong",
+                "fail",
+            )
+        },
+        "websockets.asyncio.connect": vars(ws_asyncio.connect).get("open_tcp_connection"),
+        "websockets.asyncio.recv": vars(ws_asyncio_connection.Connection).get("recv"),
+        "websockets.sync.recv": vars(ws_sync_connection.Connection).get("recv"),
+        **{
+            f"websockets.sync.reconnect.{name}": vars(ws_sync.reconnect).get(name)
+            for name in ("open_connection", "open_socket", "enable_tls")
+        },
+        # the transports' inner generator functions (their asynccontextmanager closures)
+        "mcp.stdio_client": mcp_stdio.stdio_client.__closure__[0].cell_contents,
+        "mcp.streamable_http_client": mcp_http.streamable_http_client.__closure__[0].cell_contents,
+        "mcp.sse_client": mcp_sse.sse_client.__closure__[0].cell_contents,
     }
 
 
