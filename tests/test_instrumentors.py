@@ -124,15 +124,18 @@ class HttpxClient:
     def __init__(self, module: Any) -> None:
         self.module = module
 
+    def client(self, **kw: Any) -> Any:
+        return self.module.Client(**kw)
+
     def send(self, method: str, url: str, **kw: Any) -> Result:
-        with self.module.Client() as client:
+        with self.client() as client:
             r = client.request(method, url, follow_redirects=True, **kw)
             return _httpx_result(r)
 
     def sse(
         self, url: str, on_first: Callable[[], None], timeout: float | None = None
     ) -> list[bytes]:
-        with self.module.Client(timeout=timeout) as client, client.stream("GET", url) as r:
+        with self.client(timeout=timeout) as client, client.stream("GET", url) as r:
             pieces = r.iter_bytes()
             received = [next(pieces)]
             on_first()
@@ -140,9 +143,12 @@ class HttpxClient:
 
 
 class AsyncHttpxClient(HttpxClient):
+    def client(self, **kw: Any) -> Any:
+        return self.module.AsyncClient(**kw)
+
     def send(self, method: str, url: str, **kw: Any) -> Result:
         async def go() -> Result:
-            async with self.module.AsyncClient() as client:
+            async with self.client() as client:
                 r = await client.request(method, url, follow_redirects=True, **kw)
                 return _httpx_result(r)
 
@@ -152,10 +158,7 @@ class AsyncHttpxClient(HttpxClient):
         self, url: str, on_first: Callable[[], None], timeout: float | None = None
     ) -> list[bytes]:
         async def go() -> list[bytes]:
-            async with (
-                self.module.AsyncClient(timeout=timeout) as client,
-                client.stream("GET", url) as r,
-            ):
+            async with self.client(timeout=timeout) as client, client.stream("GET", url) as r:
                 pieces = r.aiter_bytes()
                 received = [await pieces.__anext__()]
                 on_first()
@@ -183,50 +186,15 @@ class DelegatingTransport(httpx.BaseTransport):
 
 
 class CustomTransportClient(HttpxClient):
-    def send(self, method: str, url: str, **kw: Any) -> Result:
-        with httpx.Client(transport=DelegatingTransport()) as client:
-            return _httpx_result(client.request(method, url, follow_redirects=True, **kw))
-
-    def sse(
-        self, url: str, on_first: Callable[[], None], timeout: float | None = None
-    ) -> list[bytes]:
-        transport = DelegatingTransport()
-        transport.inner = httpx.HTTPTransport()
-        with (
-            httpx.Client(transport=transport, timeout=timeout) as client,
-            client.stream("GET", url) as r,
-        ):
-            pieces = r.iter_bytes()
-            received = [next(pieces)]
-            on_first()
-            return received + list(pieces)
+    def client(self, **kw: Any) -> Any:
+        return httpx.Client(transport=DelegatingTransport(), **kw)
 
 
 class HttpxAiohttpClient(AsyncHttpxClient):
     """httpx over httpx-aiohttp's transport (what openai's DefaultAioHttpClient is for httpx2)."""
 
-    def send(self, method: str, url: str, **kw: Any) -> Result:
-        async def go() -> Result:
-            async with httpx_aiohttp.HttpxAiohttpClient() as client:
-                r = await client.request(method, url, follow_redirects=True, **kw)
-                return _httpx_result(r)
-
-        return asyncio.run(go())
-
-    def sse(
-        self, url: str, on_first: Callable[[], None], timeout: float | None = None
-    ) -> list[bytes]:
-        async def go() -> list[bytes]:
-            async with (
-                httpx_aiohttp.HttpxAiohttpClient(timeout=timeout) as client,
-                client.stream("GET", url) as r,
-            ):
-                pieces = r.aiter_bytes()
-                received = [await pieces.__anext__()]
-                on_first()
-                return received + [piece async for piece in pieces]
-
-        return asyncio.run(go())
+    def client(self, **kw: Any) -> Any:
+        return httpx_aiohttp.HttpxAiohttpClient(**kw)
 
 
 class AiohttpClient:

@@ -26,13 +26,13 @@ import mcp.client.sse as mcp_sse
 import mcp.client.stdio as mcp_stdio
 import mcp.client.streamable_http as mcp_http
 import pytest
+import requests
+import urllib3
 import websockets.asyncio.client as ws_asyncio
 import websockets.asyncio.connection as ws_asyncio_connection
 import websockets.client as ws_sans_io
 import websockets.sync.client as ws_sync
 import websockets.sync.connection as ws_sync_connection
-import requests
-import urllib3
 
 import agenttrace
 from agenttrace import _config, _session

@@ -20,9 +20,9 @@ from typing import Any
 import pydantic
 import pytest
 import requests
+from conftest import record_in_process, start_replay
 
 import agenttrace
-from agenttrace import _session
 from agenttrace.capture import values
 
 
@@ -34,22 +34,7 @@ def no_session_left() -> Iterator[None]:
 
 
 def record(tmp_path: Path, agent: Any) -> Any:
-    agenttrace.init(local_dir=str(tmp_path))
-    result = agent()
-    agenttrace.shutdown()
-    return result
-
-
-def start_replay(tmp_path: Path, level: str = "governance") -> _session.Session:
-    agenttrace.init(
-        mode="replay",
-        governance_level=level,
-        replay_events=str(tmp_path / "last.json"),
-        local_dir=str(tmp_path),
-    )
-    session = _session.current()
-    assert session is not None
-    return session
+    return record_in_process(tmp_path, agent)
 
 
 def replay(tmp_path: Path, agent: Any) -> Any:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import websockets
+from conftest import record_in_process, start_replay
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.sync.client import connect as sync_connect
 
 import agenttrace
-from agenttrace import _session
 
 
 class WebsocketServer:
@@ -138,22 +138,7 @@ def websocket_events(path: Path) -> list[dict[str, Any]]:
 
 
 def record(tmp_path: Path, agent: Any, url: str) -> Any:
-    agenttrace.init(local_dir=str(tmp_path))
-    result = agent(url)
-    agenttrace.shutdown()
-    return result
-
-
-def start_replay(tmp_path: Path, level: str = "governance") -> _session.Session:
-    agenttrace.init(
-        mode="replay",
-        governance_level=level,
-        replay_events=str(tmp_path / "last.json"),
-        local_dir=str(tmp_path),
-    )
-    session = _session.current()
-    assert session is not None
-    return session
+    return record_in_process(tmp_path, lambda: agent(url))
 
 
 @pytest.mark.parametrize("name", AGENTS)

@@ -120,21 +120,14 @@ class Recorder:
     def _where(
         self, span_start: Callable[[Any, int], Any], call: Any, kind: SpanKind = SpanKind.CLIENT
     ) -> dict[str, Any]:
-        """Where a new capture belongs: its seq, step, rules, run and a span of its own."""
-        step = _context.current_step()
-        run = self.runs.current()
-        seq = self.runs.next_seq()
-        name, attributes = span_start(call, seq)
-        span = self.runs.tracer.start_span(
+        return where(self.runs, span_start, call, kind, self._start_span)
+
+    def _start_span(
+        self, name: str, attributes: dict[str, Any], kind: SpanKind, run: RunHandle | None
+    ) -> Any:
+        return self.runs.tracer.start_span(
             name, context=self.runs.parent_context(run), kind=kind, attributes=attributes
         )
-        return {
-            "seq": seq,
-            "step": step.name if step else None,
-            "rules": _context.current_rules(),
-            "run": run,
-            "span": span,
-        }
 
     # -- CaptureOwner ------------------------------------------------------------------------------
 
@@ -216,6 +209,28 @@ class Recorder:
         self.runs.add_event(
             {"kind": "dns", "host": host, "port": port, "result": dns_to_json(result)}
         )
+
+
+def where(
+    runs: Runs,
+    span_start: Callable[[Any, int], Any],
+    call: Any,
+    kind: SpanKind,
+    start_span: Callable[[str, dict[str, Any], SpanKind, RunHandle | None], Any],
+) -> dict[str, Any]:
+    """Where a new session or tool call belongs: its seq, step, rules, run and a span of its own
+    (``span_start`` names it, ``start_span`` opens it)."""
+    step = _context.current_step()
+    run = runs.current()
+    seq = runs.next_seq()
+    name, attributes = span_start(call, seq)
+    return {
+        "seq": seq,
+        "step": step.name if step else None,
+        "rules": _context.current_rules(),
+        "run": run,
+        "span": start_span(name, attributes, kind, run),
+    }
 
 
 def outer_client_span(runs: Runs, call: HttpCall, seq: int) -> trace.Span | None:

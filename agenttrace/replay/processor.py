@@ -42,7 +42,7 @@ from ..capture.exchange import span_attributes
 from ..capture.messages import session_key
 from ..governance import Governance
 from ..record import Recorder
-from ..record.recorder import outer_client_span
+from ..record.recorder import outer_client_span, where
 from . import divergence
 from .clock import ReplayClock
 from .engine import ReplayEngine
@@ -220,27 +220,18 @@ class ReplaySpanProcessor(SpanProcessor):
     def _where(
         self, span_start: Callable[[Any, int], Any], call: Any, kind: SpanKind = SpanKind.CLIENT
     ) -> dict[str, Any]:
-        """Where a served capture belongs: seq, step, rules, run, and its span."""
-        step = _context.current_step()
-        run = self.runs.current()
-        seq = self.runs.next_seq()
-        name, attributes = span_start(call, seq)
+        return where(self.runs, span_start, call, kind, self._start_span)
+
+    def _start_span(
+        self, name: str, attributes: dict[str, Any], kind: SpanKind, run: RunHandle | None
+    ) -> Any:
+        """A served capture's span: straight to the replay store when it has a parent."""
         parent = self.runs.parent_span(run)
         if parent is not None:
-            span: Any = ReplaySpan(
-                self.store, name, parent.get_span_context(), attributes, kind=kind.name
-            )
-        else:
-            span = self.runs.tracer.start_span(
-                name, context=self.runs.parent_context(run), kind=kind, attributes=attributes
-            )
-        return {
-            "seq": seq,
-            "step": step.name if step else None,
-            "rules": _context.current_rules(),
-            "run": run,
-            "span": span,
-        }
+            return ReplaySpan(self.store, name, parent.get_span_context(), attributes, kind.name)
+        return self.runs.tracer.start_span(
+            name, context=self.runs.parent_context(run), kind=kind, attributes=attributes
+        )
 
     # -- ExchangeOwner (served calls) --------------------------------------------------------------
 
