@@ -174,6 +174,10 @@ class Session:
     # -- what tests and the pytest plugin read ---------------------------------------------------
 
     @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
     def violations(self) -> list[str]:
         return list(self.gate.violations) if self.gate is not None else []
 

@@ -69,7 +69,9 @@ SCRUBBING: dict[str, tuple[dict[str, Any], list[str] | None, str]] = {
 def no_session_left() -> Iterator[None]:
     agenttrace.shutdown()
     yield
-    agenttrace.shutdown()
+    left = _session.current()
+    if left is not None:  # a failed test's own session
+        left.stop()
 
 
 def _session_for(directory: Path, **settings: Any) -> _session.Session:

@@ -11,7 +11,6 @@ the recording machine. Recording and serving are the mode's business.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import random
@@ -96,12 +95,8 @@ def _getnode() -> int:
 
 
 def current_flow() -> str:
-    """Who is drawing: the flow (see ``_context``), and the asyncio task (``Task-N``, named in
-    creation order) within it."""
-    flow = _context.current_flow()
-    loop = asyncio._get_running_loop()
-    task = asyncio.current_task(loop) if loop is not None else None
-    return f"{flow}|{task.get_name()}" if task is not None else flow
+    """Who is drawing or reading the clock: the flow (thread, job or task; see ``_context``)."""
+    return _context.current_flow()
 
 
 def encode(data: bytes) -> str:
