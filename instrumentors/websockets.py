@@ -71,12 +71,15 @@ def patch(module: ModuleType, patches: Patches) -> None:
     connection = sync_connection.Connection
     patches.replace(connection, "recv", _sync_recv(connection.recv))
     reconnect = getattr(sync_client, "reconnect", None)
-    if reconnect is not None and hasattr(reconnect, "open_socket"):
+    if reconnect is not None and hasattr(reconnect, "open_socket"):  # websockets 17+
         patches.replace(reconnect, "open_connection", _sync_open(reconnect.open_connection))
         patches.replace(reconnect, "open_socket", _sync_socket(reconnect.open_socket))
         patches.replace(reconnect, "enable_tls", _sync_tls(reconnect.enable_tls))
     else:
-        logger.info("agenttrace: the sync websockets client before websockets 17 is not captured")
+        # Before 17, connect() is one function that opens its socket inline; the names it looks
+        # up in its module when called are where to step in (however early it was imported).
+        patches.replace(sync_client, "parse_uri", _remember_uri(sync_client.parse_uri))
+        patches.replace(sync_client, "socket", _SocketModule(sync_client.socket))
 
 
 def _call(uri: str, headers: Any) -> SessionCall:
@@ -138,7 +141,7 @@ def _patch_protocol(protocol_class: type, patches: Patches) -> None:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         with clients_own_work():  # its id is a uuid4
             original_init(self, *args, **kwargs)
-        session = _OPENING.get()
+        session = _OPENING.get() or _take_opened_socket_session()
         if session is not None:
             self.__dict__[_SESSION] = session
             self.__dict__["_agenttrace_out"] = _Assembler()
@@ -364,6 +367,51 @@ def _sync_tls(original: Callable[..., Any]) -> Callable[..., Any]:
     return enable_tls
 
 
+# websockets < 17, sync: connect() parses its URI, then opens its socket, then its protocol
+_connecting = threading.local()
+
+
+def _remember_uri(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def parse_uri(uri: str) -> Any:
+        _connecting.uri = uri
+        return original(uri)
+
+    return parse_uri
+
+
+def _take_opened_socket_session() -> MessageSession | None:
+    session = getattr(_connecting, "session", None)
+    _connecting.session = None
+    return session
+
+
+class _SocketModule:
+    """The ``socket`` module as websockets' sync client (< 17) sees it: ``create_connection``
+    opens the session (live, or a replay socket)."""
+
+    def __init__(self, real: ModuleType) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        uri = getattr(_connecting, "uri", None)
+        session = begin_session(_call(uri, None)) if uri and intercepting() else None
+        if session is None:
+            return self._real.create_connection(*args, **kwargs)
+        _connecting.uri = None
+        if session.recorded is not None:
+            _raise_recorded_error(session)
+            sock: Any = _ReplaySocket(session)
+        else:
+            with session.sending():
+                sock = self._real.create_connection(*args, **kwargs)
+        _connecting.session = session
+        return sock
+
+
 def _raise_recorded_error(session: MessageSession) -> None:
     recorded = session.recorded or {}
     if recorded.get("error") is not None and recorded.get("response") is None:
@@ -524,7 +572,7 @@ class _ReplaySocket:
     def __init__(self, session: Any) -> None:
         self._pending = bytearray()
         self._eof = False
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._signal_r, self._signal_w = os.pipe()
         os.set_blocking(self._signal_r, False)
         self._signalled = False
@@ -542,9 +590,12 @@ class _ReplaySocket:
             if not self._signalled:
                 self._signalled = True
                 os.write(self._signal_w, b"!")
+            self._lock.notify_all()
 
     def recv(self, bufsize: int) -> bytes:
         with self._lock:
+            # blocking, as a socket (websockets < 17 reads without polling first)
+            self._lock.wait_for(lambda: self._pending or self._eof)
             data = bytes(self._pending[:bufsize])
             del self._pending[:bufsize]
             if not self._pending and not self._eof and self._signalled:

@@ -96,11 +96,18 @@ def _patched_attributes() -> dict[str, Any]:
                 "fail",
             )
         },
-        "websockets.asyncio.connect": vars(ws_asyncio.connect).get("open_tcp_connection"),
+        **{
+            f"websockets.asyncio.connect.{name}": vars(ws_asyncio.connect).get(name)
+            for name in ("open_tcp_connection", "create_connection")
+        },
         "websockets.asyncio.recv": vars(ws_asyncio_connection.Connection).get("recv"),
         "websockets.sync.recv": vars(ws_sync_connection.Connection).get("recv"),
+        "websockets.sync.socket": ws_sync.socket,
+        "websockets.sync.parse_uri": ws_sync.parse_uri,
         **{
-            f"websockets.sync.reconnect.{name}": vars(ws_sync.reconnect).get(name)
+            f"websockets.sync.reconnect.{name}": vars(getattr(ws_sync, "reconnect", object)).get(
+                name
+            )
             for name in ("open_connection", "open_socket", "enable_tls")
         },
         # the transports' inner generator functions (their asynccontextmanager closures)

@@ -147,8 +147,10 @@ def test_records_every_frame_and_replays_identically_offline(tmp_path, server, n
     recorded = record(tmp_path, agent, server.url)
     (event,) = websocket_events(tmp_path / "last.json")
     assert event["response"]["status"] == 101
-    assert [f["dir"] for f in event["frames"]][:2] == ["recv", "send"]
-    assert event["frames"][0]["text"].startswith('{"hello"')
+    welcome = [f for f in event["frames"] if f["dir"] == "recv"][0]
+    assert welcome["text"].startswith('{"hello"')
+    if name != "async-for":  # that agent sends before it reads: the welcome comes in between
+        assert [f["dir"] for f in event["frames"]][:2] == ["recv", "send"]
     if name == "asyncio":
         assert ["X-Agent", "1"] in event["request"]["headers"]
         assert {"dir": "send", "base64": "AQID"}.items() <= event["frames"][3].items()
