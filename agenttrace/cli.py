@@ -237,7 +237,8 @@ def _prune(args: argparse.Namespace) -> int:
     import anyio
 
     from .server import retention
-    from .server.store import StoreUnavailable, open_store
+    from .server.store import StoreUnavailable
+    from .server.stores import open_store
 
     _check_retain_days(args.retain_days)
     if not _is_postgres(args.db) and not os.path.exists(args.db):

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from agenttrace.server.store import CursorError, SchemaError, SqlStore, open_store
+from agenttrace.server.store import CursorError, SchemaError, SqlStore
+from agenttrace.server.stores import open_store
 
 P1 = "1" * 64
 P2 = "2" * 64

@@ -26,7 +26,8 @@ from .._trace import build_document
 from . import otlp, retention
 from .intake import Intake
 from .limits import Limits
-from .store import STATUSES, CursorError, SqlStore, StoreUnavailable, open_store
+from .store import STATUSES, CursorError, SqlStore, StoreUnavailable
+from .stores import open_store
 
 MAX_LIST_LIMIT = 1000
 RETRY_AFTER_SECONDS = 5

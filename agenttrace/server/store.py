@@ -88,17 +88,6 @@ class PruneResult:
     spans: int
 
 
-def open_store(db: str) -> SqlStore:
-    """The store named by ``--db``: a PostgreSQL URL, else an SQLite file path."""
-    if db.startswith(POSTGRES_SCHEMES):
-        from .postgres_store import PostgresStore
-
-        return PostgresStore(db)
-    from .sqlite_store import SqliteStore
-
-    return SqliteStore(db)
-
-
 class SqlStore(ABC):
     """Thread-safe span storage; every write is committed before the call returns."""
 
