@@ -1,4 +1,4 @@
-"""MCP client sessions over stdio and streamable HTTP, against a real MCP server (the mcp
+"""MCP client sessions over stdio, streamable HTTP and SSE, against a real MCP server (the mcp
 package's own server, FastMCP's successor): recorded, then replayed under governance with no
 server at all — the stdio server script is deleted and the HTTP server stopped first.
 """
@@ -34,8 +34,8 @@ def notes() -> str:
     return "bring an umbrella"
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    if len(sys.argv) > 1:  # transport, port
+        mcp.run(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]))
     else:
         mcp.run()
 """
@@ -44,6 +44,7 @@ AGENT = """
 import asyncio, os, sys
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client                   # imported before init(): still captured
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 import agenttrace
 agenttrace.init()
@@ -58,7 +59,8 @@ async def use(session):
 
 async def main():
     if os.environ.get("MCP_URL"):
-        async with streamable_http_client(os.environ["MCP_URL"]) as streams:
+        transport = sse_client if os.environ["MCP_URL"].endswith("/sse") else streamable_http_client
+        async with transport(os.environ["MCP_URL"]) as streams:
             async with ClientSession(streams[0], streams[1]) as session:
                 await use(session)
     else:
@@ -120,13 +122,15 @@ def test_stdio_session_replays_with_the_server_script_gone(tmp_path):
     assert 'params.arguments.city: recorded "Oslo", now "Lima"' in changed.stderr, changed.stderr
 
 
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+@pytest.fixture(params=["streamable-http", "sse"])
+def http_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, subprocess.Popen]]:
     script = tmp_path / "http_server.py"
     script.write_text(SERVER)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(port)],
+        [sys.executable, str(script), request.param, str(port)],
         env=clean_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -140,19 +144,21 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp", proc
+        path = "/mcp" if request.param == "streamable-http" else "/sse"
+        yield f"http://127.0.0.1:{port}{path}", proc
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
 
 
-def test_streamable_http_session_is_one_mcp_event_and_replays_offline(tmp_path, http_server):
+def test_http_session_is_one_mcp_event_and_replays_offline(tmp_path, http_server):
     url, proc = http_server
     recorded = run_python(AGENT, env={"MCP_URL": url}, cwd=tmp_path, timeout=60)
     assert recorded.returncode == 0, recorded.stderr  # the long-lived SSE GET did not hang it
     (event,) = events(tmp_path, "mcp")
-    assert event["transport"] == "streamable-http" and event["server"] == {"url": url}
+    transport = "sse" if url.endswith("/sse") else "streamable-http"
+    assert event["transport"] == transport and event["server"] == {"url": url}
     check_session(event)
     assert events(tmp_path, "http") == []  # its HTTP is the session's, not captured again
 

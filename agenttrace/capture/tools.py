@@ -34,6 +34,11 @@ def span_start(call: ToolCall, seq: int) -> tuple[str, dict[str, Any]]:
     return f"execute_tool {call.name}", attributes
 
 
+def argument_paths(paths: list[str]) -> list[str]:
+    """Redacted paths of the arguments, as paths in the event."""
+    return [f"args.{p}" if p else "args" for p in paths]
+
+
 class ToolRun(Capture):
     """A tool call whose body runs: its result, yielded items or exception, as JSON."""
 

@@ -100,7 +100,9 @@ class Recorder:
     # -- message sessions and tools --------------------------------------------------------------
 
     def begin_session(self, call: SessionCall) -> MessageSession:
-        session = MessageSession(self, call, **self._where(messages.span_start, call))
+        session = MessageSession(
+            self, call, **where(self.runs, self._start_span, messages.span_start, call)
+        )
         self._open[id(session)] = session
         return session
 
@@ -111,16 +113,11 @@ class Recorder:
             self,
             call,
             args=args,
-            redacted=[f"args.{p}" if p else "args" for p in paths],
-            **self._where(tools.span_start, call, SpanKind.INTERNAL),
+            redacted=tools.argument_paths(paths),
+            **where(self.runs, self._start_span, tools.span_start, call, SpanKind.INTERNAL),
         )
         self._open[id(run)] = run
         return run
-
-    def _where(
-        self, span_start: Callable[[Any, int], Any], call: Any, kind: SpanKind = SpanKind.CLIENT
-    ) -> dict[str, Any]:
-        return where(self.runs, span_start, call, kind, self._start_span)
 
     def _start_span(
         self, name: str, attributes: dict[str, Any], kind: SpanKind, run: RunHandle | None
@@ -213,10 +210,10 @@ class Recorder:
 
 def where(
     runs: Runs,
+    start_span: Callable[[str, dict[str, Any], SpanKind, RunHandle | None], Any],
     span_start: Callable[[Any, int], Any],
     call: Any,
-    kind: SpanKind,
-    start_span: Callable[[str, dict[str, Any], SpanKind, RunHandle | None], Any],
+    kind: SpanKind = SpanKind.CLIENT,
 ) -> dict[str, Any]:
     """Where a new session or tool call belongs: its seq, step, rules, run and a span of its own
     (``span_start`` names it, ``start_span`` opens it)."""

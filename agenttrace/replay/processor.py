@@ -169,7 +169,9 @@ class ReplaySpanProcessor(SpanProcessor):
             )
             self.gate.passthrough += 1
             return self._live.begin_session(call)
-        session = ServedSession(self, call, recorded, **self._where(messages.span_start, call))
+        session = ServedSession(
+            self, call, recorded, **where(self.runs, self._start_span, messages.span_start, call)
+        )
         self._open[id(session)] = session
         return session
 
@@ -211,16 +213,11 @@ class ReplaySpanProcessor(SpanProcessor):
             call,
             recorded,
             args=args,
-            redacted=[f"args.{p}" if p else "args" for p in paths],
-            **self._where(tools.span_start, call, SpanKind.INTERNAL),
+            redacted=tools.argument_paths(paths),
+            **where(self.runs, self._start_span, tools.span_start, call, SpanKind.INTERNAL),
         )
         self._open[id(run)] = run
         return run
-
-    def _where(
-        self, span_start: Callable[[Any, int], Any], call: Any, kind: SpanKind = SpanKind.CLIENT
-    ) -> dict[str, Any]:
-        return where(self.runs, span_start, call, kind, self._start_span)
 
     def _start_span(
         self, name: str, attributes: dict[str, Any], kind: SpanKind, run: RunHandle | None
