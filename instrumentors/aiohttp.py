@@ -133,7 +133,8 @@ def _tee(reader_class: type, source: Any, exchange: Exchange) -> Any:
 
 def _middleware(module: ModuleType, reader_class: type) -> Any:
     async def agenttrace_middleware(request: Any, handler: Any) -> Any:
-        if not intercepting():
+        if not intercepting() or "Upgrade" in request.headers:
+            # ws_connect's upgrade: the connection becomes a websocket, not a body to tee
             return await handler(request)
         try:
             call = await _call(request)
