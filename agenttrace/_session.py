@@ -31,7 +31,7 @@ from ._patches import Patches
 from ._redaction import Redactor
 from ._runs import Runs
 from ._scrub_spans import ScrubbingSpanProcessor
-from ._trace import load_replay_source
+from ._trace import REPLAYS_DIR, load_replay_source
 from ._version import VERSION
 from .capture import clock, entropy
 from .capture import mode as capture_mode
@@ -81,7 +81,7 @@ class Session:
             from .exporters.local import LocalStore
 
             # A replayed run goes beside the recordings, never over last.json / last-failure.json.
-            self.store = LocalStore(os.path.join(settings.local_dir, "replays"))
+            self.store = LocalStore(os.path.join(settings.local_dir, REPLAYS_DIR))
             self.gate = Governance(settings.strict)
             self.player: ReplaySpanProcessor | None = ReplaySpanProcessor(
                 ReplayEngine(events, label),
