@@ -281,8 +281,18 @@ def _summarize_other(line: EventLine, event: Mapping[str, Any]) -> None:
         line.status = "ok"
 
 
+def _summarize_clock(line: EventLine, event: Mapping[str, Any]) -> None:
+    flows = event.get("flows")
+    if not isinstance(flows, Mapping):
+        _summarize_other(line, event)
+        return
+    reads = sum(len(v) for v in flows.values() if isinstance(v, list))
+    line.label = f"{reads} wall-clock reads in {len(flows)} flow(s)"
+
+
 _SUMMARIES = {
     "http": _summarize_http,
+    "clock": _summarize_clock,
     "tool": _summarize_tool,
     "websocket": _summarize_websocket,
     "mcp": _summarize_mcp,

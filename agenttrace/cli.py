@@ -633,14 +633,26 @@ def _add_pull(sub: Any) -> None:
         "AGENTTRACE_API_URL with AGENTTRACE_API_KEY, the same configuration the SDK uses.",
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help="the trace to download")
+    which.add_argument(
+        "trace_id",
+        nargs="?",
+        metavar="TRACE_ID",
+        help="the trace to download (with --as-test also a local trace file or id)",
+    )
     which.add_argument("--last", action="store_true", help="the most recent run")
     which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
-    p.add_argument(
+    out = p.add_mutually_exclusive_group()
+    out.add_argument(
         "-o",
         "--output",
         metavar="FILE",
         help="where to write it (default ./<trace_id>.json; - for stdout)",
+    )
+    out.add_argument(
+        "--as-test",
+        metavar="DIR",
+        help="write the trace and a pytest file replaying its command under governance into DIR: "
+        "it fails while the failure reproduces and passes once the agent is fixed",
     )
     p.set_defaults(handler=_pull)
 
@@ -648,6 +660,8 @@ def _add_pull(sub: Any) -> None:
 def _pull(args: argparse.Namespace) -> int:
     from ._trace import dumps
 
+    if args.as_test:
+        return _pull_as_test(args)
     settings = _backend_settings("pull")
     client = _ApiClient(settings)
     trace_id = args.trace_id
@@ -675,6 +689,21 @@ def _pull(args: argparse.Namespace) -> int:
         f"{'wrote ' + output if output != '-' else 'printed'}: run {run.get('name')!r} ({run.get('status')}), "
         f"{len(document.get('events', []))} events, {len(document.get('spans', []))} spans"
     )
+    return 0
+
+
+def _pull_as_test(args: argparse.Namespace) -> int:
+    from ._as_test import write_test
+
+    ref = args.trace_id or ("last-failure" if args.last_failure else "last")
+    document, label = _load_trace(ref)
+    try:
+        trace_path, test_path = write_test(document, args.as_test)
+    except ValueError as exc:
+        raise CommandError(f"{label}: {exc}", 2) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write into {args.as_test}: {exc.strerror}") from None
+    _say(f"wrote {test_path} and {trace_path}: run it with `pytest {test_path}`")
     return 0
 
 
