@@ -35,7 +35,14 @@ if not PLAIN:
 if HOW == "own_handler_after":
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(5))
 step = (lambda name: nullcontext()) if PLAIN else agenttrace.step
+tool = (lambda fn: fn) if PLAIN else agenttrace.tool
 URL = os.environ["URL"]
+
+
+@tool
+def lookup(i):
+    return {"order": i}
+
 CALLS = int(os.environ.get("CALLS", "10"))
 
 
@@ -63,6 +70,7 @@ def end():
 
 for i in range(1, 100):
     with step(f"call {i}"):
+        lookup(i)
         uuid.uuid4()
         urllib.request.urlopen(f"{URL}/weather?city=c{i}").read()
     if i == CALLS and HOW:
@@ -120,6 +128,8 @@ def test_each_ending_keeps_every_completed_call_and_the_exit_status(tmp_path, ll
 
     document = _load(tmp_path, "last-failure.json")
     assert _http(document) == [f"c{i}" for i in range(1, 11)]  # every completed call
+    tools = [e["result"]["order"] for e in document["events"] if e["kind"] == "tool"]
+    assert tools == list(range(1, 11))
     run = document["run"]
     assert run["name"] == "script" and run["status"] == run_status
     assert {k: run[k] for k in exit_facts} == exit_facts
@@ -153,7 +163,10 @@ def test_a_cut_recording_replays_under_governance_to_where_it_ends(tmp_path, llm
     )
     assert replayed.returncode != 0
     report = replayed.stderr.split("replay under governance FAILED", 1)[1]
-    assert f"the recording ends here (the recorded process was {cut} after event {last})" in report
+    assert (
+        f"the recording ends here (the recorded process was {cut} after event {last}): a call "
+        "of tool 'lookup' in step 'call 11' comes after the last recorded event"
+    ) in report
     assert report.count("ReplayDivergence") == 1  # one clear end, no generic divergence
     assert llm_server.request_count == served  # the ten calls were served, nothing went out
     (replay,) = (tmp_path / ".agenttrace" / "replays" / "traces").glob("*.json")
@@ -253,7 +266,7 @@ def test_a_killed_run_reaches_the_backend_complete_and_once(tmp_path, llm_server
     assert document["events"] == local["events"]
     ids = [s["span_id"] for s in document["spans"]]
     assert sorted(ids) == sorted(s["span_id"] for s in local["spans"])
-    assert len(ids) == len(set(ids)) == 1 + 11 + 10  # root, 11 steps, 10 calls
+    assert len(ids) == len(set(ids)) == 1 + 11 + 10 + 10  # root, 11 steps, 10 tools, 10 calls
     assert len(listed) == 1
     assert listed[0]["status"] == "killed" and listed[0]["name"] == "script"
     assert listed[0]["span_count"] == len(ids)  # nothing stored twice

@@ -53,6 +53,11 @@ def _copy_journal(tmp_path: Path) -> Path:
     return copy
 
 
+@agenttrace.tool
+def lookup(order: str) -> dict[str, Any]:
+    return {"order": order, "items": [1, 2], "at": time.time()}
+
+
 def test_a_journal_rebuilds_what_the_normal_path_writes(tmp_path, llm_server):
     session = _start(tmp_path)
     with agenttrace.run("checkout"):
@@ -64,7 +69,7 @@ def test_a_journal_rebuilds_what_the_normal_path_writes(tmp_path, llm_server):
             httpx.post(llm_server.url + "/echo", json={"token": token, "at": stamp}).json()
             with httpx.stream("GET", llm_server.url + "/sse") as response:
                 chunks = list(response.iter_text())
-            agenttrace.set_result({"chunks": len(chunks)})
+            agenttrace.set_result({"chunks": len(chunks), "order": lookup("A-1")})
         copy = _copy_journal(tmp_path)  # what a SIGKILL here would leave
     session.stop()
     written = json.loads((tmp_path / ".agenttrace" / "last.json").read_text())
@@ -73,6 +78,7 @@ def test_a_journal_rebuilds_what_the_normal_path_writes(tmp_path, llm_server):
     assert rebuilt["trace_id"] == written["trace_id"]
     assert rebuilt["events"] == written["events"]  # every event, the clock reads included
     assert [e["kind"] for e in rebuilt["events"]].count("http") == 3
+    assert [e["kind"] for e in rebuilt["events"]].count("tool") == 1
     assert "clock" in [e["kind"] for e in rebuilt["events"]]
     root = written["spans"][0]["span_id"]
     assert [s for s in rebuilt["spans"] if s["span_id"] != root] == [
