@@ -139,8 +139,8 @@ class Session:
         random.seed(self.facts["seed"])
         if self.gate is not None:
             start_clock(self.facts["clock_start"], patches)
-            sandbox.close(self.gate, patches)
-            governance_hook.activate(self.gate)
+            # Owning the process, a governed replay seals it (governance.hook: for good).
+            sandbox.close(self.gate, patches, seal=self.owns_exit, finish=self.stop)
         entropy.install(patches)
         capture_mode.activate(self.mode)
         return self
@@ -152,8 +152,6 @@ class Session:
             return
         self._stopped = True
         capture_mode.deactivate(self.mode)
-        if self.gate is not None:
-            governance_hook.deactivate(self.gate)
         self.mode.close_open()  # streams the agent never closed still get recorded
         self.runs.close_all(self.failure)
         self.spans.shutdown()
@@ -162,6 +160,7 @@ class Session:
             self.store.announce()
         if self.player is not None:
             self.failed = self.player.report()
+            governance_hook.disarm(self.player.gate)
         self.patches.undo()
         if _current is self:
             _current = None
