@@ -139,8 +139,10 @@ class Session:
         random.seed(self.facts["seed"])
         if self.gate is not None:
             start_clock(self.facts["clock_start"], patches)
-            # Owning the process, a governed replay seals it (governance.hook: for good).
-            sandbox.close(self.gate, patches, seal=self.owns_exit, finish=self.stop)
+            # Owning the process, a governed replay seals it for good (governance.hook), unless
+            # the process is a pytest run: there init() is one test's session among others.
+            seal = self.owns_exit and not _runs_pytest()
+            sandbox.close(self.gate, patches, seal=seal, finish=self.stop)
         entropy.install(patches)
         capture_mode.activate(self.mode)
         return self
@@ -267,6 +269,12 @@ def _router(provider: TracerProvider) -> _Router:
         provider.add_span_processor(router)
         provider._agenttrace_router = router  # type: ignore[attr-defined]
     return router
+
+
+def _runs_pytest() -> bool:
+    # The program itself (``pytest``, ``python -m pytest``), not a library that imports pytest.
+    main = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return "pytest" in os.path.normpath(main).split(os.sep)[-2:]
 
 
 # -- how the process ends ----------------------------------------------------------------------

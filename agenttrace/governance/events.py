@@ -50,9 +50,7 @@ INTERNET_FAMILIES = frozenset(
 )
 
 # (module, function) of the known capability probes (see the module docstring).
-PROBES = frozenset(
-    {("urllib3.util.connection", "_has_ipv6"), ("socket", "has_dualstack_ipv6")}
-)
+PROBES = frozenset({("urllib3.util.connection", "_has_ipv6"), ("socket", "has_dualstack_ipv6")})
 
 # libc functions a ctypes caller could use instead of Python's own (audited) APIs, after
 # leading underscores and ``libc_`` are stripped (``__connect``, ``__libc_system``).
@@ -111,6 +109,7 @@ NATIVE_EVASION = frozenset({"syscall", "dlsym", "dlvsym", "exit", "Exit", "quick
 # Modules whose functions governance replaces: importing one afresh would hand back originals.
 PROTECTED_MODULES = frozenset({"atexit", "posix", "_posixsubprocess"})
 
+_GOVERNANCE = __name__.rpartition(".")[0]
 _STDLIB = sysconfig.get_paths()["stdlib"]
 _OURS = __file__.rsplit("/governance/", 1)[0]
 
@@ -162,7 +161,7 @@ def is_probe(event: str, args: tuple) -> bool:
         where = (frame.f_globals.get("__name__"), frame.f_code.co_name)
         if where in PROBES:
             return True
-        if not (where[0] == "socket" or str(where[0]).startswith("agenttrace.governance")):
+        if not (where[0] == "socket" or str(where[0]).startswith(_GOVERNANCE)):
             return False
         frame = frame.f_back
     return False
@@ -207,7 +206,7 @@ def _describe_socket(args: tuple) -> tuple[str, str] | None:
     if family not in INTERNET_FAMILIES:
         return None  # AF_UNIX, AF_NETLINK, or -1: a socket object around an existing fd
     name = _family_name(family)
-    return f"opening a {name} socket", "internet sockets are outside the recording"
+    return f"socket.socket({name})", "internet sockets are outside the recording"
 
 
 def _family_name(family: object) -> str:

@@ -23,10 +23,20 @@ from .._patches import Patches
 
 
 def guard_exits(patches: Patches, status: Callable[[Any], Any]) -> None:
-    """Route ``os._exit``, ``posix._exit`` and the end of ``atexit`` through ``status``."""
-    real_exit = os._exit
-    write, flush = os.write, _flush
+    """Route ``os._exit``, ``posix._exit`` and the end of ``atexit`` through ``status``.
+
+    ``status`` must be the hook's own (a closure): like it, these wrappers keep what they use
+    in their closure, so resetting module attributes cannot turn an exit back into exit 0.
+    """
+    real_exit, write, streams = os._exit, os.write, sys
     clear, register = atexit._clear, atexit.register
+
+    def flush() -> None:
+        for stream in (streams.stdout, streams.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
 
     def _exit(code: int = 0) -> None:
         try:
@@ -38,7 +48,10 @@ def guard_exits(patches: Patches, status: Callable[[Any], Any]) -> None:
         real_exit(code)
 
     def at_exit() -> None:
-        code = status(0)
+        try:
+            code = status(0)
+        except BaseException:
+            code = 1
         if code != 0:
             flush()
             real_exit(code)
@@ -56,11 +69,3 @@ def guard_exits(patches: Patches, status: Callable[[Any], Any]) -> None:
 
 def _os_module() -> ModuleType:
     return sys.modules["posix" if os.name == "posix" else "nt"]
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GovernanceViolation, ReplayDivergence, SandboxEscape
-from . import events
+from .events import escape_message
 
 
 class Governance:
@@ -77,7 +77,7 @@ class Governance:
         """Judge one audit event on this gate alone (the hook judges for an armed gate)."""
         if self.exempted() or (self.passthrough and not self.strict):
             return
-        message = events.escape_message(event, args, strict=self.strict)
+        message = escape_message(event, args, strict=self.strict)
         if message is not None:
             self.escape(message)
 

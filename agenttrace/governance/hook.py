@@ -11,7 +11,8 @@ ours, and none of that reaches in here. Whatever it breaks elsewhere (a describi
 module it uses) makes the hook refuse the event it was judging, never let it through.
 
 A replay that owns the process (``Session(owns_exit=True)`` under ``governance``: ``init()``,
-``opentelemetry-instrument``, ``agenttrace replay``) **seals** it: from then on the gate cannot be
+``opentelemetry-instrument``, ``agenttrace replay``; not inside a pytest run, where ``init()`` is
+one test's session among others) **seals** it: from then on the gate cannot be
 disarmed (not even by stopping the session), nothing is exempt (machine facts were gathered
 before), and modules governance patched cannot be imported afresh. Sessions that do not own the
 process (tests, the pytest plugin) arm and disarm around their run and exempt AgentTrace's own
@@ -29,17 +30,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import GovernanceViolation, SandboxEscape
-from . import events
+from .events import CTYPES, IMPORT, SOCKET_NEW, WATCHED, escape_message, is_probe
 from .gate import Governance, stderr
 from .record import SharedRecord
 
 
 def _build() -> SimpleNamespace:  # noqa: C901 - one closure on purpose (see the module docstring)
-    watched = events.WATCHED
-    import_event = events.IMPORT
-    unscanned = events.CTYPES | {events.SOCKET_NEW, events.IMPORT}
-    escape_message, is_probe = events.escape_message, events.is_probe
-    socket_new = events.SOCKET_NEW
+    watched, import_event, socket_new = WATCHED, IMPORT, SOCKET_NEW
+    unscanned = CTYPES | {SOCKET_NEW, IMPORT}
+    judge_event, probe = escape_message, is_probe
     Refused = PermissionError
     Escape, Violation = SandboxEscape, GovernanceViolation
     getpid, write, add_hook = os.getpid, os.write, sys.addaudithook
@@ -80,7 +79,7 @@ def _build() -> SimpleNamespace:  # noqa: C901 - one closure on purpose (see the
         if scan is not None and event not in unscanned:
             for found in scan():
                 record(f"SandboxEscape: {found}")
-        return escape_message(event, args, strict=strict, sealed=state["sealed"])
+        return judge_event(event, args, strict=strict, sealed=state["sealed"])
 
     def audit(event: str, args: tuple[Any, ...]) -> None:
         if event not in watched or (event == import_event and not state["sealed"]):
@@ -91,10 +90,10 @@ def _build() -> SimpleNamespace:  # noqa: C901 - one closure on purpose (see the
             return
         try:
             if reason is not None:
-                if escape_message(event, args, strict=False) is not None:
+                if judge_event(event, args, strict=False) is not None:
                     raise Escape(f"{event} while {reason}")
                 return
-            if event == socket_new and state["sealed"] and is_probe(event, args):
+            if event == socket_new and state["sealed"] and probe(event, args):
                 raise Refused(13, "internet sockets are closed in a governed replay")
             message = judge(gate, event, args)
         except (Violation, Refused):
@@ -126,7 +125,8 @@ def _build() -> SimpleNamespace:  # noqa: C901 - one closure on purpose (see the
     def install() -> None:
         if not state["installed"]:
             add_hook(audit)
-            os.register_at_fork(after_in_child=forked)
+            if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+                os.register_at_fork(after_in_child=forked)
             state["installed"] = True
 
     def arm(
@@ -174,11 +174,13 @@ def _build() -> SimpleNamespace:  # noqa: C901 - one closure on purpose (see the
 
     def report() -> bool:
         """Print what was not printed yet; True when the run must fail."""
-        scan = state["scan"]
-        if scan is not None:
-            for found in scan():
+        try:
+            scan = state["scan"]
+            for found in scan() if scan is not None else ():
                 record(f"SandboxEscape: {found}")
-        theirs = others()
+            theirs = others()
+        except BaseException as exc:  # broken from outside: what it held may be lost, so fail
+            theirs = [f"SandboxEscape: the shared record could not be read ({exc!r})"]
         total = len(records) + len(theirs)
         if not state["strict"] or total == 0:
             return False
@@ -294,6 +296,8 @@ def sealed() -> bool:
     return _core.sealed()
 
 
-def exit_status(code: Any) -> Any:
-    """What a sealed replay's process exits with instead of ``code`` (see ``_build``)."""
-    return _core.exit_status(code)
+def exit_verdict() -> Callable[[Any], Any]:
+    """The function a sealed replay's process asks for its exit status: ``code``, unless a
+    violation happened (here, in a child, in the kernel), then non-zero with the report. The
+    hook's own closure, for the exit guards to hold (``governance.exit``)."""
+    return _core.exit_status

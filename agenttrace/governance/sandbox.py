@@ -78,7 +78,7 @@ def close(
         patches.on_undo(lambda: os.environ.pop(ENV, None))
     kernel, missing = seccomp.install(shared.path) if seal else (None, "")
     if seal:
-        guard_exits(patches, hook.exit_status)
+        guard_exits(patches, hook.exit_verdict())
     if not hook.arm(gate, shared, sealed=seal, child=bool(inherited), finish=finish):
         if not inherited:
             shared.remove()
