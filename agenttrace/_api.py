@@ -87,10 +87,16 @@ def get_settings() -> _config.Settings:
 
 
 def shutdown() -> None:
-    """End open runs, write or flush the trace, and stop intercepting. Also runs at exit."""
+    """End open runs, write or flush the trace, and stop intercepting. Also runs at exit.
+
+    A session someone else manages (the pytest plugin's, one per test) is left to its owner."""
     session = _session.current()
-    if session is not None:
-        session.stop()
+    if session is None:
+        return
+    if not session.owns_exit:
+        logger.debug("agenttrace.shutdown(): the running session is managed by its owner")
+        return
+    session.stop()
 
 
 def _ensure_session() -> _session.Session:

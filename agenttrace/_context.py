@@ -6,8 +6,10 @@ OTel context travels: asyncio tasks, and the threads we propagate context into.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,17 +46,44 @@ def with_step(state: StepState, ctx: otel_context.Context | None = None) -> otel
 
 
 # A flow names a line of work reproducibly: "main", then "main/job3" for the third job it
-# submitted to an executor, "main/thread1" for the first thread it started, and so on. Which OS
-# thread runs a job varies from run to run; the order in which one flow starts work does not.
-# Kept per thread (a job runs on one thread), not in a context: ``asyncio.to_thread`` runs its
-# function inside a context copied before the job was submitted.
+# submitted to an executor, "main/thread1" for the first thread it started, "main/task2" for the
+# second asyncio task, and so on. Which OS thread runs a job, and how asyncio numbers its tasks
+# (a client may create tasks of its own while a call is live, but not when it is served), vary
+# from run to run; the order in which one flow starts work does not.
+# A thread's flow is kept per thread (a job runs on one thread), not in a context:
+# ``asyncio.to_thread`` runs its function inside a context copied before the job was submitted.
+# A task's flow is kept per task object.
 _flow_counters: dict[tuple[str, str], itertools.count[int]] = {}
 _flow_lock = threading.Lock()
 _running = threading.local()
+_task_flows: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
 
 
 def current_flow() -> str:
-    return getattr(_running, "flow", None) or "main"
+    loop = asyncio._get_running_loop()
+    task = asyncio.current_task(loop) if loop is not None else None
+    thread = getattr(_running, "flow", None) or "main"
+    if task is None:
+        return thread
+    try:
+        flow = _task_flows[task]
+    except (KeyError, TypeError):  # a task we did not see created (before we started)
+        return f"{thread}|{task.get_name()}"
+    return flow or f"{thread}|{task.get_name()}"
+
+
+def name_task(task: Any, flow: str | None) -> None:
+    """Remember the flow of a task just created (None: the client's own, inside a call)."""
+    try:
+        _task_flows[task] = flow
+    except TypeError:
+        pass
+
+
+def reset_flows() -> None:
+    """A new session numbers its work from the start again."""
+    with _flow_lock:
+        _flow_counters.clear()
 
 
 def next_flow(kind: str) -> str:

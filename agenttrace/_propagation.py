@@ -1,4 +1,5 @@
-"""Carry the OpenTelemetry context into threads, as asyncio already does into tasks.
+"""Carry the OpenTelemetry context into threads, as asyncio already does into tasks, and name
+each piece of work the agent starts (its flow, see ``_context``).
 
 Steps nest across ``concurrent.futures`` and ``threading.Thread`` only if the worker sees the
 context of the code that submitted the work. Only the OTel context travels (like
@@ -7,6 +8,7 @@ opentelemetry-instrumentation-threading), not every ContextVar of the applicatio
 
 from __future__ import annotations
 
+import asyncio.base_events
 import concurrent.futures.thread
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from . import _context
 from ._patches import Patches
 
 _EXECUTOR_WORKER = getattr(concurrent.futures.thread, "_worker", None)
+_MACHINERY_THREADS = ("agenttrace", "OtelBatch")
 
 
 def _flow(kind: str) -> str | None:
@@ -48,8 +51,12 @@ def install(patches: Patches) -> None:
     def start(self: threading.Thread) -> None:
         ctx = otel_context.get_current()
         # An executor spawns its workers on demand, as timing allows: they get no flow of their
-        # own (their jobs do), so they do not shift the numbering of real threads.
-        flow = None if getattr(self, "_target", None) is _EXECUTOR_WORKER else _flow("thread")
+        # own (their jobs do), so they do not shift the numbering of real threads; nor do the
+        # threads of the telemetry machinery (ours, the SDK's), which come and go with timing.
+        own = getattr(self, "_target", None) is _EXECUTOR_WORKER or self.name.startswith(
+            _MACHINERY_THREADS
+        )
+        flow = None if own else _flow("thread")
         target_run = self.run  # bound: also covers subclasses that override run()
 
         def run_in_context() -> None:
@@ -63,5 +70,15 @@ def install(patches: Patches) -> None:
         self.run = run_in_context  # type: ignore[method-assign]
         original_start(self)
 
+    loop_class = asyncio.base_events.BaseEventLoop
+    original_create_task = loop_class.create_task
+
+    def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
+        task = original_create_task(self, coro, *args, **kwargs)
+        _context.name_task(task, _flow("task"))
+        return task
+
+    _context.reset_flows()
     patches.replace(ThreadPoolExecutor, "submit", submit)
     patches.replace(threading.Thread, "start", start)
+    patches.replace(loop_class, "create_task", create_task)

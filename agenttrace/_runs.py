@@ -29,6 +29,7 @@ class RunHandle:
         self.name = name
         self.implicit = implicit
         self.events: list[dict[str, Any]] = []
+        self.clock: dict[str, list[int]] = {}  # wall-clock reads (ns) per flow, in order
         self.failed: str | None = None
         self.ended = False
         self._scrub = scrub
@@ -78,6 +79,7 @@ class Runs:
         self._implicit: RunHandle | None = None
         self._explicit = 0
         self._pending: list[dict[str, Any]] = []  # events seen before any run opened
+        self._pending_clock: dict[str, list[int]] = {}
         self._closed = False
         self.watchers: list[Callable[[RunHandle], None]] = []  # told of every run that opens
 
@@ -94,6 +96,7 @@ class Runs:
             # Entropy drawn before any run (module-level code after init) belongs to the run that
             # follows: replaying that run re-executes the same code.
             run.events, self._pending = self._pending, []
+            run.clock, self._pending_clock = self._pending_clock, {}
         for watch in self.watchers:
             watch(run)
         return run
@@ -102,6 +105,9 @@ class Runs:
         with self._lock:
             if run in self._open:
                 self._open.remove(run)
+            clock, run.clock = run.clock, {}
+        if clock:
+            run.events.append(clock_event(self.next_seq(), clock))
         run.end()
 
     def close_all(self, failure: str | None) -> None:
@@ -178,6 +184,17 @@ class Runs:
             return None
         return trace.set_span_in_context(parent, otel_context.get_current())
 
+    def clock_read(self, flow: str, value_ns: int) -> None:
+        """Log one wall-clock read of the agent's, in the run it belongs to."""
+        run = self.in_context()
+        with self._lock:
+            clock = run.clock if run is not None else self._pending_clock
+            reads = clock.get(flow)
+            if reads is None:
+                clock[flow] = [value_ns]
+            else:
+                reads.append(value_ns)
+
     def add_event(self, event: dict[str, Any]) -> None:
         """Log a non-HTTP event (entropy, DNS) in the current run, numbered and placed."""
         event["seq"] = self.next_seq()
@@ -186,3 +203,24 @@ class Runs:
         run = self.in_context()
         with self._lock:
             (run.events if run is not None else self._pending).append(event)
+
+
+def clock_event(seq: int, clock: dict[str, list[int]]) -> dict[str, Any]:
+    """A run's wall-clock reads as one compact event: per flow, the first read in ns, then the
+    difference from the previous read of that flow."""
+    flows = {}
+    for flow, reads in clock.items():
+        flows[flow] = [reads[0]] + [b - a for a, b in zip(reads, reads[1:], strict=False)]
+    return {"seq": seq, "kind": "clock", "step": None, "flows": flows}
+
+
+def clock_reads(event: dict[str, Any]) -> dict[str, list[int]]:
+    """The reads of a clock event, per flow, in ns (inverse of ``clock_event``)."""
+    out = {}
+    for flow, deltas in (event.get("flows") or {}).items():
+        total, reads = 0, []
+        for delta in deltas:
+            total += int(delta)
+            reads.append(total)
+        out[flow] = reads
+    return out

@@ -33,13 +33,12 @@ from ._runs import Runs
 from ._scrub_spans import ScrubbingSpanProcessor
 from ._trace import load_replay_source
 from ._version import VERSION
-from .capture import entropy
+from .capture import clock, entropy
 from .capture import mode as capture_mode
 from .governance import Governance, sandbox, stderr
 from .governance import hook as governance_hook
 from .record import Recorder
 from .replay import ReplayEngine, ReplaySpanProcessor
-from .replay.clock import start_clock
 
 logger = logging.getLogger("agenttrace")
 
@@ -85,7 +84,12 @@ class Session:
             self.store = LocalStore(os.path.join(settings.local_dir, "replays"))
             self.gate = Governance(settings.strict)
             self.player: ReplaySpanProcessor | None = ReplaySpanProcessor(
-                ReplayEngine(events, label), self.runs, self.redactor, self.gate, self.store
+                ReplayEngine(events, label),
+                self.runs,
+                self.redactor,
+                self.gate,
+                self.store,
+                started_ns=int(float(self.facts["clock_start"]) * 1e9),
             )
             self.mode: Any = self.player
             exporters: list[SpanProcessor] = [self.player]  # a replay is offline
@@ -138,12 +142,13 @@ class Session:
             _track_exit(self, patches)
         random.seed(self.facts["seed"])
         if self.gate is not None:
-            start_clock(self.facts["clock_start"], patches)
             # Owning the process, a governed replay seals it for good (governance.hook), unless
             # the process is a pytest run: there init() is one test's session among others.
             seal = self.owns_exit and not _runs_pytest()
             sandbox.close(self.gate, patches, seal=seal, finish=self.stop)
         entropy.install(patches)
+        if not clock.install(patches):
+            logger.warning("agenttrace: time-machine is unusable; wall-clock reads not recorded")
         capture_mode.activate(self.mode)
         return self
 
@@ -168,6 +173,10 @@ class Session:
             _current = None
 
     # -- what tests and the pytest plugin read ---------------------------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     @property
     def violations(self) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=_PROG, description="Record, replay and govern AI agent runs (AgentTrace)."
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_serve, _add_pull, _add_flush):
+    for add in (_add_serve, _add_prune, _add_pull, _add_flush):
         add(sub)
     return parser
 
@@ -63,20 +62,21 @@ def _say(message: str) -> None:
 
 
 def _add_serve(sub: Any) -> None:
+    from .server import limits
+
     p = sub.add_parser(
         "serve",
         help="run the self-hosted backend (needs agenttrace[server])",
         description="Run the AgentTrace backend: OTLP/HTTP ingest at /v1/traces and the trace API "
         "at /api/v1/traces. Each API key is a separate project. With no key given, one is "
-        "generated, stored next to the database and printed once.",
+        "generated, stored next to the database and printed once. Several replicas can share one "
+        "PostgreSQL database (--db postgresql://...), each given the same keys.",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"
     )
     p.add_argument("--port", type=int, default=4318, help="port (default: %(default)s)")
-    p.add_argument(
-        "--db", default="agenttrace.db", help="SQLite database file (default: %(default)s)"
-    )
+    _add_db(p)
     p.add_argument(
         "--api-key",
         action="append",
@@ -84,12 +84,24 @@ def _add_serve(sub: Any) -> None:
         help="an accepted API key (repeat for several projects); at_live_... or at_test_...",
     )
     p.add_argument("--api-key-file", metavar="FILE", help="read API keys from FILE, one per line")
-    p.add_argument(
-        "--max-request-mb",
-        type=float,
-        default=32,
-        help="largest accepted request body, after decompression (default: %(default)s)",
+    _add_retain_days(
+        p,
+        "delete traces whose latest span arrived more than N days ago (checked "
+        "at start and every hour; default: keep everything)",
     )
+    for knob in limits.knobs():
+        meta = knob.metadata
+        default = limits.flag_default(knob)
+        unit = f" {meta['unit']}" if meta["unit"] else ""
+        zero = f"; 0: {meta['zero']}" if meta["zero"] else ""
+        p.add_argument(
+            meta["flag"],
+            dest=knob.name,
+            type=type(default),
+            default=default,
+            metavar="N",
+            help=f"{meta['help']} (default: %(default)s{unit}{zero})",
+        )
     p.add_argument(
         "--log-level",
         default="info",
@@ -99,7 +111,23 @@ def _add_serve(sub: Any) -> None:
     p.set_defaults(handler=_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        default="agenttrace.db",
+        metavar="PATH_OR_URL",
+        help="an SQLite database file, or postgresql://user:password@host:port/database "
+        "(default: %(default)s)",
+    )
+
+
+def _add_retain_days(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    p.add_argument(
+        "--retain-days", type=float, metavar="N", required=required, default=None, help=help
+    )
+
+
+def _server_modules(command: str) -> Any:
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -107,16 +135,36 @@ def _serve(args: argparse.Namespace) -> int:
         from .server import serve
     except ImportError as exc:
         raise CommandError(
-            f"`agenttrace serve` needs the server extra ({exc.name} is missing): "
+            f"`agenttrace {command}` needs the server extra ({exc.name} is missing): "
             "pip install 'agenttrace[server]'",
             2,
         ) from None
+    return serve
+
+
+def _is_postgres(db: str) -> bool:
+    from .server.store import POSTGRES_SCHEMES
+
+    return db.startswith(POSTGRES_SCHEMES)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    serve = _server_modules("serve")
+    from .server import limits
+    from .server.store import StoreUnavailable
+
     keys = list(args.api_key or [])
     if args.api_key_file:
         try:
             keys += serve.read_key_file(args.api_key_file)
         except OSError as exc:
             raise CommandError(f"--api-key-file {args.api_key_file}: {exc.strerror}", 2) from None
+    if not keys and _is_postgres(args.db):
+        raise CommandError(
+            "with --db postgresql://... pass --api-key or --api-key-file (every replica must "
+            "accept the same keys, so none is generated)",
+            2,
+        )
     if not keys:
         try:
             key, created = serve.generated_key(args.db)
@@ -138,19 +186,75 @@ def _serve(args: argparse.Namespace) -> int:
             "or at_test_ and have at least 16 characters (the SDK sends no other keys)",
             2,
         )
-    if args.max_request_mb <= 0:
-        raise CommandError("--max-request-mb must be positive", 2)
+    _check_retain_days(args.retain_days)
+    values = {}
+    for knob in limits.knobs():
+        value = getattr(args, knob.name)
+        if value < 0 or (value == 0 and not knob.metadata["zero"]):
+            floor = "0 or more" if knob.metadata["zero"] else "positive"
+            raise CommandError(f"{knob.metadata['flag']} must be {floor}", 2)
+        values[knob.name] = limits.from_flag(knob, value)
     try:
         serve.run(
             host=args.host,
             port=args.port,
-            db_path=args.db,
+            db=args.db,
             api_keys=keys,
-            max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+            limits=limits.Limits(**values),
+            retain_days=args.retain_days,
             log_level=args.log_level,
         )
-    except (sqlite3.Error, OSError) as exc:
-        raise CommandError(f"cannot open the database {args.db}: {exc}") from None
+    except StoreUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
+    return 0
+
+
+def _check_retain_days(days: float | None) -> None:
+    if days is not None and not days > 0:
+        raise CommandError("--retain-days must be a positive number of days", 2)
+
+
+# -- prune --------------------------------------------------------------------------------------
+
+
+def _add_prune(sub: Any) -> None:
+    p = sub.add_parser(
+        "prune",
+        help="delete old traces from the backend's database (needs agenttrace[server])",
+        description="Delete the traces whose latest span arrived more than N days ago, with their "
+        "spans, in small batches: a running `agenttrace serve` keeps ingesting meanwhile. "
+        "`serve --retain-days N` does the same every hour.",
+    )
+    _add_db(p)
+    _add_retain_days(p, "keep traces written to in the last N days", required=True)
+    p.set_defaults(handler=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    _server_modules("prune")
+    import anyio
+
+    from .server import retention
+    from .server.store import StoreUnavailable
+    from .server.stores import open_store
+
+    _check_retain_days(args.retain_days)
+    if not _is_postgres(args.db) and not os.path.exists(args.db):
+        raise CommandError(f"no database at {args.db}; pass the --db that `serve` uses", 2)
+    try:
+        store = open_store(args.db)
+        try:
+            done = anyio.run(retention.prune, store, args.retain_days)
+        finally:
+            store.close()
+    except StoreUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    _say(
+        f"deleted {done.traces} traces ({done.spans} spans) last written to more than "
+        f"{args.retain_days:g} days ago from {store.location}"
+    )
     return 0
 
 

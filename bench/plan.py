@@ -23,6 +23,8 @@ class Context:
     llm_url: str = ""
     backend_url: str | None = None
     backend_missing: str | None = None
+    postgres: Any = None  # a throwaway server (tests/_postgres.py): .database() -> a fresh URL
+    postgres_missing: str | None = None
     fixtures: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -65,6 +67,8 @@ def plan(ctx: Context) -> list[Group]:
         export_group(ctx),
         memory_group(ctx),
         scrub_group(),
+        clock_group(ctx),
+        ingest_group(ctx),
     ]
 
 
@@ -88,6 +92,12 @@ def check_seen(variant: str, result: dict[str, Any]) -> dict[str, Any]:
 def check_export(variant: str, result: dict[str, Any]) -> dict[str, Any]:
     if result.get("server_spans") != result.get("made") or result.get("dropped"):
         result["lost"] = True  # reported as a failed budget, not hidden
+    return result
+
+
+def check_stored(variant: str, result: dict[str, Any]) -> dict[str, Any]:
+    if "skipped" not in result and result.get("server_spans") != result.get("made"):
+        return {"error": f"the server stored {result.get('server_spans')} of {result.get('made')}"}
     return result
 
 
@@ -224,3 +234,42 @@ def memory_group(ctx: Context) -> Group:
 
 def scrub_group() -> Group:
     return Group("scrub", "scrub", "case_scrub.py", ("agenttrace",), lambda v, r: {}, max_rounds=1)
+
+
+def clock_group(ctx: Context) -> Group:
+    reads = ctx.size(200_000, 5_000)
+
+    def job_for(variant: str, r: int) -> Job:
+        return {"variant": variant, "reads": reads, "workdir": str(ctx.tmp / f"clock-{r}")}
+
+    return Group(
+        "clock", "clock", "case_clock.py", ("none", "record", "replay"), job_for, max_rounds=3
+    )
+
+
+INGEST_REPLICAS = {"sqlite": 1, "postgres": 1, "postgres-2": 2}
+
+
+def ingest_group(ctx: Context) -> Group:
+    def job_for(v: str, r: int) -> Job:
+        postgres = v.startswith("postgres")
+        missing = ctx.backend_missing or (ctx.postgres_missing if postgres else None)
+        return {
+            "variant": v,
+            "db": ctx.postgres.database("bench") if postgres and not missing else None,
+            "missing": missing,
+            "replicas": INGEST_REPLICAS[v],
+            "spans": ctx.size(50_000, 2_000),
+            "batch": 512,
+            "clients": 4,
+        }
+
+    return Group(
+        "ingest",
+        "ingest/backend",
+        "case_ingest.py",
+        tuple(INGEST_REPLICAS),
+        job_for,
+        check_stored,
+        max_rounds=3,
+    )

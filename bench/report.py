@@ -77,12 +77,21 @@ def memory_ratios(rnd: Round) -> dict[str, float | None]:
     }
 
 
+def ingest_ratios(rnd: Round) -> dict[str, float | None]:
+    one = _get(rnd, "postgres", "spans_per_s")
+    return {
+        "postgres_over_sqlite": _ratio(one, _get(rnd, "sqlite", "spans_per_s")),
+        "two_replicas_over_one": _ratio(_get(rnd, "postgres-2", "spans_per_s"), one),
+    }
+
+
 RATIOS: dict[str, Callable[[Round], dict[str, float | None]]] = {
     "record": record_ratios,
     "replay": replay_ratios,
     "scaling": scaling_ratios,
     "stream": stream_ratios,
     "memory": memory_ratios,
+    "ingest": ingest_ratios,
 }
 
 
@@ -433,6 +442,45 @@ def scrub_section(groups: dict[str, Any]) -> str:
     return _table(["scrubbing", "per event"], rows)
 
 
+def clock_section(groups: dict[str, Any]) -> str:
+    g = groups.get("clock")
+    if g is None:
+        return ""
+    labels = {"none": "no AgentTrace", "record": "recorded", "replay": "served from the recording"}
+    rows = []
+    for variant, label in labels.items():
+        v = g["variants"].get(variant)
+        if not v or not v["median"]:
+            rows.append([label, "error: " + "; ".join((v or {}).get("errors", [])), ""])
+            continue
+        rows.append(
+            [
+                label,
+                _fmt(v["median"]["time_time_us"], " µs"),
+                _fmt(v["median"]["datetime_now_us"], " µs"),
+            ]
+        )
+    return _table(["one wall-clock read", "time.time()", "datetime.now()"], rows)
+
+
+def ingest_section(groups: dict[str, Any]) -> str:
+    g = groups.get("ingest/backend")
+    if g is None:
+        return ""
+    row = [_cell(g, v, "spans_per_s", "/s") for v in ("sqlite", "postgres", "postgres-2")]
+    row += [_r(g, "postgres_over_sqlite", "×"), _r(g, "two_replicas_over_one", "×")]
+    return _table(
+        [
+            "SQLite",
+            "PostgreSQL, 1 replica",
+            "PostgreSQL, 2 replicas",
+            "PostgreSQL / SQLite",
+            "2 replicas / 1",
+        ],
+        [row],
+    )
+
+
 SECTIONS = [
     ("1. Record overhead per call (POST small JSON, local keep-alive server)", record_section),
     ("2. Replay per call (1,000-call run; AgentTrace under governance)", replay_section),
@@ -441,6 +489,11 @@ SECTIONS = [
     ("5. Export to the backend (100,000 spans)", export_section),
     ("6. Memory: recording a 10,000-call run", memory_section),
     ("Scrubbing", scrub_section),
+    ("Wall-clock reads (replay serves each one from the recording)", clock_section),
+    (
+        "7. Backend ingest: spans stored per second (512-span protobuf+gzip batches, 4 clients)",
+        ingest_section,
+    ),
 ]
 
 

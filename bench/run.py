@@ -81,7 +81,19 @@ def start_servers(stack: ExitStack, tmp: Path, rounds: int) -> Context:
     llm = [PYTHON, str(REPO_ROOT / "examples" / "llm_server.py"), "--port", "0"]
     ctx.llm_url = start([*llm, "--chunk-delay", "0.05"], "listening on").split()[-1]
     ctx.backend_url, ctx.backend_missing = start_backend(start, ctx)
+    ctx.postgres, ctx.postgres_missing = start_postgres(stack)
     return ctx
+
+
+def start_postgres(stack: ExitStack) -> tuple[Any, str | None]:
+    """A throwaway PostgreSQL server for the ingest case (the tests' own), durable settings."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _postgres import PostgresUnavailable, postgres
+
+    try:
+        return stack.enter_context(postgres(fast=False)), None
+    except PostgresUnavailable as exc:
+        return None, f"PostgreSQL not available ({exc})"
 
 
 def start_backend(start: Any, ctx: Context) -> tuple[str | None, str | None]:

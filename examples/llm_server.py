@@ -228,7 +228,59 @@ def describe_tool_results(results: list[str]) -> str:
 
 def _tool_name(tools: list[dict[str, Any]], openai_style: bool) -> str:
     names = [(t.get("function", {}) if openai_style else t).get("name") for t in tools]
+    names = [n for n in names if n and not n.startswith("final_result")] or names
     return "get_weather" if "get_weather" in names else (names[0] or "get_weather")
+
+
+def _output_tool(tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """A tool that carries the final structured answer (pydantic-ai names it final_result)."""
+    for tool in tools:
+        function = tool.get("function", {})
+        if str(function.get("name", "")).startswith("final_result"):
+            return function["name"], function.get("parameters") or {}
+    return None
+
+
+def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema") or {}
+    return None
+
+
+def fill_schema(schema: dict[str, Any], results: list[str]) -> Any:
+    """An answer that fits a JSON schema, taking values from the weather the tools returned."""
+    found: dict[str, Any] = {}
+    for raw in results:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            found = {**data, **found}
+    defs = schema.get("$defs") or {}
+
+    def fill(node: dict[str, Any], name: str = "") -> Any:
+        if "$ref" in node:
+            return fill(defs.get(node["$ref"].rsplit("/", 1)[-1], {}), name)
+        if "anyOf" in node:
+            return fill(node["anyOf"][0], name)
+        kind = node.get("type")
+        if kind == "object" or "properties" in node:
+            return {key: fill(value, key) for key, value in (node.get("properties") or {}).items()}
+        if name in found and not isinstance(found[name], (dict, list)):
+            return found[name]
+        if "enum" in node:
+            return node["enum"][0]
+        return {
+            "string": describe_tool_results(results) if name == "summary" else name or "value",
+            "integer": 0,
+            "number": 0.0,
+            "boolean": False,
+            "array": [],
+        }.get(kind)
+
+    return fill(schema)
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -244,7 +296,16 @@ def openai_reply(body: dict[str, Any]) -> dict[str, Any]:
             if message.get("role") != "tool":
                 break
             trailing.append(_text_of(message.get("content")))
-        return {"text": describe_tool_results(list(reversed(trailing)))}
+        results = list(reversed(trailing))
+        output = _output_tool(body.get("tools") or [])
+        if output is not None:  # structured output as a tool call (pydantic-ai's final_result)
+            name, schema = output
+            args = json.dumps(fill_schema(schema, results))
+            return {"tool_calls": [(f"call_{_digest([messages, name])}", name, args)]}
+        schema = _response_schema(body)
+        if schema is not None:  # structured output as JSON text (response_format json_schema)
+            return {"text": json.dumps(fill_schema(schema, results))}
+        return {"text": describe_tool_results(results)}
     text = _text_of(last.get("content"))
     if body.get("tools") and last.get("role") == "user":
         name = _tool_name(body["tools"], openai_style=True)
@@ -555,6 +616,13 @@ class Handler(BaseHTTPRequestHandler):
         ]
         self.send_chunked("text/event-stream", events, self.server.chunk_delay)
 
+    def traces_ingest(self) -> None:
+        """Where openai-agents exports its own traces (pointed here instead of OpenAI)."""
+        body = self.json_body()
+        if body is None:
+            return
+        self.send_json(200, {"ok": True, "items": len(body.get("data") or [])})
+
     def models(self) -> None:
         model = {"id": "local-model", "object": "model", "created": CREATED, "owned_by": "local"}
         self.send_json(200, {"object": "list", "data": [model]})
@@ -582,6 +650,24 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
         }
         self.send_json(200, payload)
+
+    def token(self) -> None:
+        """An OAuth-style answer full of what scrubbing removes (``?gzip=1``: gzip-encoded)."""
+        data = json.dumps(
+            {
+                "access_token": "tok_" + "9" * 40,
+                "token_type": "bearer",
+                "user": "ada@example.com",
+                "order": "ACME-123456",
+                "expires_in": 3600,
+            }
+        ).encode()
+        if self.query.get("gzip"):
+            self.send_bytes(
+                200, gzip.compress(data, mtime=0), "application/json", {"Content-Encoding": "gzip"}
+            )
+        else:
+            self.send_bytes(200, data, "application/json")
 
     def gzipped(self) -> None:
         data = json.dumps({"compressed": True, "items": list(range(50))}).encode()
@@ -633,9 +719,11 @@ ROUTES = {
     ("POST", "/chat/completions"): Handler.chat_completions,
     ("POST", "/v1/messages"): Handler.messages,
     ("GET", "/v1/models"): Handler.models,
+    ("POST", "/v1/traces/ingest"): Handler.traces_ingest,
     ("GET", "/weather"): Handler.weather,
     ("*", "/echo"): Handler.echo,
     ("GET", "/gzip"): Handler.gzipped,
+    ("GET", "/token"): Handler.token,
     ("GET", "/binary"): Handler.binary,
     ("GET", "/slow"): Handler.slow,
     ("GET", "/sse"): Handler.sse,

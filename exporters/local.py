@@ -137,13 +137,26 @@ class LocalStore:
                     "agenttrace: could not write the local trace to %s", self.directory
                 )
 
-    def _write(self, trace_id: int) -> None:
+    def _records(self, trace_id: int) -> list[dict[str, Any]]:
         with self._lock:
             spans = self._spans[trace_id]
             for i, span in enumerate(spans):
                 if not isinstance(span, dict):  # once: a late span's rewrite converts only it
                     spans[i] = span_to_record(span)
-            spans = list(spans)
+            return list(spans)
+
+    def document(self, run: Any) -> dict[str, Any]:
+        """The trace document of a run as it stands (still open: its events so far)."""
+        trace_id = run.span.get_span_context().trace_id
+        document = _trace.build_document(self._records(trace_id) if trace_id in self._spans else [])
+        known = {e["seq"] for e in document["events"]}
+        pending = [e for e in list(run.events) if e.get("seq") not in known]
+        document["events"] = sorted(document["events"] + pending, key=lambda e: e["seq"])
+        return document
+
+    def _write(self, trace_id: int) -> None:
+        spans = self._records(trace_id)
+        with self._lock:
             run = self._runs[trace_id]
         if run.discard_if_empty and len(spans) <= 1 and not run.events:
             return  # nothing happened in the implicit run (explicit runs held the work)

@@ -145,9 +145,14 @@ class ServeProcess:
 
 @contextlib.contextmanager
 def agenttrace_serve(
-    directory: Path, *args: str, db_name: str = "agenttrace.db", start_timeout: float = 30
+    directory: Path,
+    *args: str,
+    db_name: str = "agenttrace.db",
+    db_url: str | None = None,
+    start_timeout: float = 30,
 ) -> Iterator[ServeProcess]:
-    """A real `agenttrace serve` on a free port with `--db directory/db_name` and `args`.
+    """A real `agenttrace serve` on a free port with `--db directory/db_name` (or `db_url`, a
+    PostgreSQL URL) and `args`.
 
     Runs in `directory` with `clean_env()`; its stdout and stderr go to fresh log files in
     `directory` (one pair per start, so a restart keeps the first run's output). Yields once
@@ -161,7 +166,7 @@ def agenttrace_serve(
     stdout_path = Path(out)
     stderr_path = stdout_path.with_suffix(".err")
     db = directory / db_name
-    command = ["agenttrace.cli", "serve", "--port", str(port), "--db", str(db), *args]
+    command = ["agenttrace.cli", "serve", "--port", str(port), "--db", db_url or str(db), *args]
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", *command],
@@ -188,3 +193,28 @@ def agenttrace_serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _started_postgres(stack: contextlib.ExitStack) -> object:
+    from _postgres import PostgresUnavailable
+    from _postgres import postgres as start
+
+    try:
+        return stack.enter_context(start())
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A throwaway PostgreSQL server for the session (see tests/_postgres.py); `.database()`
+    gives a fresh database's URL. Skips, saying why, only where no server can be started."""
+    with contextlib.ExitStack() as stack:
+        yield _started_postgres(stack)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[object]:
+    """A PostgreSQL server of the test's own, which it may `.stop()` and `.start()`."""
+    with contextlib.ExitStack() as stack:
+        yield _started_postgres(stack)

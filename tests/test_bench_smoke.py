@@ -22,6 +22,8 @@ GROUPS = {
     "export/backend": {"agenttrace"},
     "memory/httpx": {"none", "otel", "agenttrace"},
     "scrub": {"agenttrace"},
+    "clock": {"none", "record", "replay"},
+    "ingest/backend": {"sqlite", "postgres", "postgres-2"},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -110,3 +111,20 @@ def test_relaxed_lets_an_unrecorded_call_go_live_and_counts_it():
     exchange.close()
     assert player.gate.passthrough == 0
     assert player.report() is False and len(player.gate.violations) == 1
+
+
+def test_a_body_that_differs_only_in_timestamps_says_the_clock_was_replayed():
+    from agenttrace.replay.divergence import CLOCK_HINT, body_diff
+
+    recorded = json.dumps({"data": [{"id": 1, "ended_at": "2026-12-01T10:00:00.123456+00:00"}]})
+    now = json.dumps({"data": [{"id": 1, "ended_at": "2026-12-01T10:00:02.654321+00:00"}]})
+    text = body_diff(recorded, now)
+    assert text.startswith('body.data[0].ended_at: recorded "2026-12-01T10:00:00.123456+00:00"')
+    assert text.endswith(CLOCK_HINT)
+    epoch = body_diff(json.dumps({"t": 1764583200123}), json.dumps({"t": 1764583202000}))
+    assert epoch.endswith(CLOCK_HINT)
+    # anything else that differs is not blamed on the clock
+    mixed = body_diff(
+        json.dumps({"t": 1764583200, "q": "a"}), json.dumps({"t": 1764583201, "q": "b"})
+    )
+    assert CLOCK_HINT not in mixed and "body.q" in mixed

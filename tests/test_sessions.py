@@ -74,7 +74,9 @@ def _patched_attributes() -> dict[str, Any]:
 def no_session_left() -> Iterator[None]:
     agenttrace.shutdown()
     yield
-    agenttrace.shutdown()
+    left = _session.current()
+    if left is not None:  # a failed test's own session
+        left.stop()
 
 
 def _session_for(tmp_path: Path, **settings: Any) -> _session.Session:

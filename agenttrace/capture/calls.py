@@ -38,14 +38,32 @@ class Answer:
             else _body.header(recorded_headers, "content-encoding")
         )
         self._encoding = encoding
+        self._redacted: list[str] = list(event.get("redacted") or ())
+        self._edited = bool(
+            event.get("edited")
+        )  # a counterfactual answer (agenttrace replay --edit)
         self._payload = self._decoded_chunks(response or {})
-        if encoding and _body.header(recorded_headers, "content-length") is not None:
-            length = len(b"".join(self.chunks()))
-            recorded_headers = [
-                (k, str(length) if k.lower() == "content-length" else v)
-                for k, v in recorded_headers
-            ]
-        self.headers: list[tuple[str, str]] = recorded_headers
+        self.headers: list[tuple[str, str]] = self._framed(recorded_headers)
+
+    def _framed(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The recorded headers, with a Content-Length that matches the bytes served.
+
+        Scrubbing and masks change a body's length, and a re-applied content-coding its bytes:
+        a client that trusts the recorded length would read too little or wait for more. An
+        empty, uncoded payload keeps its recorded length (a HEAD response announces a body it has
+        not), and so does a body the server cut short (the recorded error is what replays).
+        """
+        if _body.header(headers, "content-length") is None:
+            return headers
+        if not self._payload and not self._encoding:
+            return headers
+        changed = self._edited or any(
+            p.startswith(("response.body", "response.chunks")) for p in self._redacted
+        )
+        if self.error is not None and not changed:
+            return headers
+        length = str(len(self.body()))
+        return [(k, length if k.lower() == "content-length" else v) for k, v in headers]
 
     @staticmethod
     def _decoded_chunks(response: dict[str, Any]) -> list[bytes]:

@@ -5,16 +5,17 @@ Python has no audit events for entropy, so the functions themselves are patched:
 ``random._urandom`` (bound at import by ``SystemRandom``/``secrets``) and ``random.Random.seed``
 (``Random()``/``random.seed()`` without an argument seed from the OS in C). DNS is
 ``socket.getaddrinfo`` outside an intercepted call (inside one, the client's own lookup is part
-of the call). Recording and serving are the mode's business.
+of the call). ``uuid.getnode`` (the node behind ``uuid1``; it may run ``ip link``) is a fact of
+the recording machine. Recording and serving are the mode's business.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import random
 import socket
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ _ORIG_GETRANDOM = getattr(os, "getrandom", None)
 _ORIG_RANDOM_URANDOM = random._urandom  # type: ignore[attr-defined]
 _ORIG_SEED = random.Random.seed
 _ORIG_GETADDRINFO = socket.getaddrinfo
+_ORIG_GETNODE = uuid.getnode
 
 
 def install(patches: Patches) -> None:
@@ -37,6 +39,7 @@ def install(patches: Patches) -> None:
         patches.replace(os, "getrandom", _wrap_getrandom(_ORIG_GETRANDOM))
     patches.replace(random.Random, "seed", _seed)
     patches.replace(socket, "getaddrinfo", _getaddrinfo)
+    patches.replace(uuid, "getnode", _getnode)
 
 
 def _wrap_bytes(source: str, original: Callable[[int], bytes]) -> Callable[[int], bytes]:
@@ -78,13 +81,16 @@ def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
     return mode.dns_lookup(host_s, port, lambda: _ORIG_GETADDRINFO(host, port, *args, **kwargs))
 
 
+def _getnode() -> int:
+    mode = _mode.active()
+    if mode is None:
+        return _ORIG_GETNODE()
+    return mode.uuid_node(_ORIG_GETNODE)
+
+
 def current_flow() -> str:
-    """Who is drawing: the flow (see ``_context``), and the asyncio task (``Task-N``, named in
-    creation order) within it."""
-    flow = _context.current_flow()
-    loop = asyncio._get_running_loop()
-    task = asyncio.current_task(loop) if loop is not None else None
-    return f"{flow}|{task.get_name()}" if task is not None else flow
+    """Who is drawing or reading the clock: the flow (thread, job or task; see ``_context``)."""
+    return _context.current_flow()
 
 
 def encode(data: bytes) -> str:

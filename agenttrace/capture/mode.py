@@ -43,6 +43,12 @@ class Mode(Protocol):
     def dns_lookup(self, host: str, port: Any, real: Callable[[], Any]) -> Any:
         """A ``socket.getaddrinfo`` made outside any intercepted call."""
 
+    def wall_clock(self, real_ns: int) -> int:
+        """A wall-clock read of the agent's (``time.time_ns()`` and friends), in ns."""
+
+    def uuid_node(self, real: Callable[[], int]) -> int:
+        """``uuid.getnode()``: the machine's node id behind ``uuid1``."""
+
     def parent_context(self) -> Context | None:
         """Where a span started here belongs (the current run), when no span is current."""
 

@@ -1,10 +1,10 @@
 """Closing the sandbox around a replay: machine facts first, then every layer, then the gate.
 
 SDKs describe the machine in request headers (the OpenAI and Anthropic SDKs call
-``platform.processor()``, which runs ``uname -p`` once per process); ``uuid.getnode()`` (behind
-``uuid1``) may run ``ip link`` / ``ifconfig`` to find a MAC address. Those are the same facts in
-record and replay, so they must not count as sandbox escapes: they are gathered before the
-sandbox closes (or, in a session that does not seal its process, run exempt on demand).
+``platform.processor()``, which runs ``uname -p`` once per process): the same fact in record and
+replay, so it must not count as a sandbox escape; it is gathered before the sandbox closes.
+(``uuid.getnode()``, which may run ``ip link``, is served from the recording by the Player; a
+sealed replay learns this machine's too, for recordings made before nodes were recorded.)
 
 The layers, outermost first (``hook.active_layers()`` names those in force):
 
@@ -38,18 +38,6 @@ def warm_platform_caches() -> None:
             pass
 
 
-def exempt_machine_probes(gate: Governance, patches: Patches) -> None:
-    """``uuid.getnode`` runs outside the sandbox, on demand (warming it would cost every replay a
-    subprocess where libuuid is missing)."""
-    original: Callable[[], int] = uuid.getnode
-
-    def getnode() -> int:
-        with gate.exempt():
-            return original()
-
-    patches.replace(uuid, "getnode", getnode)
-
-
 def close(
     gate: Governance,
     patches: Patches,
@@ -68,8 +56,6 @@ def close(
     if seal:
         uuid.getnode()  # nothing is exempt once sealed: learn the machine's node now
         patches = Patches()  # held for the life of the process, never undone
-    else:
-        exempt_machine_probes(gate, patches)
     native.audit_fork_exec(patches)
     inherited = os.environ.get(ENV)
     shared = SharedRecord(inherited)

@@ -26,6 +26,7 @@ class Recorder:
         self.runs = runs
         self.redactor = redactor
         self._open: dict[int, Exchange] = {}  # dict set/pop are atomic under the GIL
+        self._node_logged: int | None = None
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -144,6 +145,21 @@ class Recorder:
         result = real()
         self.log_dns(host, port, result)
         return result
+
+    def wall_clock(self, real_ns: int) -> int:
+        self.runs.clock_read(current_flow(), real_ns)
+        return real_ns
+
+    def uuid_node(self, real: Callable[[], int]) -> int:
+        value = real()
+        self.log_node(value)
+        return value
+
+    def log_node(self, value: int) -> None:
+        # A fact of the machine, read once per process (uuid caches it): logged once.
+        if self._node_logged != value:
+            self._node_logged = value
+            self.runs.add_event({"kind": "entropy", "source": "uuid.getnode", "value": str(value)})
 
     def log_dns(self, host: str, port: Any, result: Any) -> None:
         self.runs.add_event(

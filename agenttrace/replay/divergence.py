@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,34 +100,82 @@ def body_diff(recorded: str, actual: str) -> str:
     except ValueError:
         a = b = None
     else:
-        diffs = list(json_diff(a, b, "body"))
+        diffs = list(json_differences(a, b, "body"))
         if diffs:
-            return "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
+            text = "; ".join(_describe(d) for d in diffs[:3])
+            text += f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            if all(_timestamps(d) for d in diffs):
+                text += CLOCK_HINT
+            return text
     for i, (x, y) in enumerate(zip(recorded, actual, strict=False)):
         if x != y:
             return f"at char {i}: recorded …{recorded[max(0, i - 20) : i + 30]!r}…, now …{actual[max(0, i - 20) : i + 30]!r}…"
     return f"recorded {len(recorded)} chars, now {len(actual)} chars"
 
 
-def json_diff(a: Any, b: Any, path: str) -> Iterator[str]:
-    """Each difference between two JSON values, as ``path: recorded X, now Y``."""
+CLOCK_HINT = (
+    "; only timestamps differ, and the clock was replayed from the recording: these values "
+    "were not read from time.time/datetime (e.g. a native clock, or a value computed from "
+    "time.monotonic)"
+)
+
+Difference = tuple[str, str, Any, Any]  # (path, what: "changed"|"added"|"removed"|"length", a, b)
+
+
+def json_differences(a: Any, b: Any, path: str) -> Iterator[Difference]:
+    """Each difference between two JSON values (recorded ``a``, now ``b``), with its path."""
     if type(a) is not type(b):
-        yield f"{path}: recorded {_short(a)}, now {_short(b)}"
+        yield (path, "changed", a, b)
     elif isinstance(a, dict):
         for key in sorted(set(a) | set(b), key=str):
             if key not in a:
-                yield f"{path}.{key}: not recorded, now {_short(b[key])}"
+                yield (f"{path}.{key}", "added", None, b[key])
             elif key not in b:
-                yield f"{path}.{key}: recorded {_short(a[key])}, now missing"
+                yield (f"{path}.{key}", "removed", a[key], None)
             else:
-                yield from json_diff(a[key], b[key], f"{path}.{key}")
+                yield from json_differences(a[key], b[key], f"{path}.{key}")
     elif isinstance(a, list):
         if len(a) != len(b):
-            yield f"{path}: recorded {len(a)} items, now {len(b)}"
+            yield (path, "length", len(a), len(b))
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            yield from json_diff(x, y, f"{path}[{i}]")
+            yield from json_differences(x, y, f"{path}[{i}]")
     elif a != b:
-        yield f"{path}: recorded {_short(a)}, now {_short(b)}"
+        yield (path, "changed", a, b)
+
+
+def json_diff(a: Any, b: Any, path: str) -> Iterator[str]:
+    """Each difference between two JSON values, as ``path: recorded X, now Y``."""
+    for difference in json_differences(a, b, path):
+        yield _describe(difference)
+
+
+def _describe(difference: Difference) -> str:
+    path, what, a, b = difference
+    if what == "added":
+        return f"{path}: not recorded, now {_short(b)}"
+    if what == "removed":
+        return f"{path}: recorded {_short(a)}, now missing"
+    if what == "length":
+        return f"{path}: recorded {a} items, now {b}"
+    return f"{path}: recorded {_short(a)}, now {_short(b)}"
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_EPOCH_RANGES = ((1e9, 4e9), (1e12, 4e12), (1e15, 4e15), (1e18, 4e18))  # s, ms, µs, ns
+
+
+def _timestamps(difference: Difference) -> bool:
+    """Both sides look like a point in time (ISO 8601 text, or epoch s/ms/µs/ns)."""
+    _, what, a, b = difference
+    return what == "changed" and _timestamp(a) and _timestamp(b)
+
+
+def _timestamp(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_ISO.match(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return any(low <= value < high for low, high in _EPOCH_RANGES)
+    return False
 
 
 def _short(value: Any) -> str:

@@ -1,9 +1,12 @@
 """The replay engine: a cassette of recorded answers, O(1) per lookup.
 
-Equal keys are answered in recorded order. Entropy is kept in recorded order and per flow
-(thread job or asyncio task): parallel work draws in the order the network answered when
-recording but in another order when served instantly, so a flow gets back what it drew, else
-the next in line.
+Equal keys are answered in recorded order. Entropy is kept per flow (thread job or asyncio
+task): parallel work draws in the order the network answered when recording but in another order
+when served instantly, so a flow gets back what it drew. Each flow's draws of a source are a byte
+stream: a draw of another size than recorded (uuid7 draws 10 bytes in a new millisecond, 4 within
+one) still gets the flow's next recorded bytes. A flow the recording does not know (or one that
+drew all its bytes) gets the next unserved recorded draw of that exact size from any flow; past
+that, there is no recorded entropy left and the Player reports it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 from collections import deque
 from typing import Any
 
+from .._runs import clock_reads
 from .matching import Key, canonical_url, exact_key, request_key
 
 
@@ -24,10 +28,14 @@ class ReplayEngine:
         # The same calls by their exact bytes: a call that reproduces its recorded request byte
         # for byte (the usual case) is matched without parsing or redacting it.
         self._exact: dict[tuple[str, str, bytes], deque[dict[str, Any]]] = {}
-        self._entropy: dict[tuple[str, int], deque[tuple[int, bytes]]] = {}
-        self._entropy_by_flow: dict[tuple[str, str, int], deque[tuple[int, bytes]]] = {}
-        self._entropy_served: set[int] = set()
+        # (flow, source) -> [seq, data, bytes already served] in recorded order
+        self._streams: dict[tuple[str, str], deque[list[Any]]] = {}
+        self._whole: dict[tuple[str, int], deque[tuple[int, bytes]]] = {}  # (source, size)
+        self._touched: set[int] = set()  # draws a flow's stream has served bytes of
+        self._taken: set[int] = set()  # draws served whole to another flow
         self._seeds: deque[int] = deque()
+        self.node: int | None = None  # uuid.getnode() of the recording machine
+        self.clock: dict[str, list[int]] = {}  # wall-clock reads (ns) per flow
         self._dns: dict[tuple[str, str], deque[Any]] = {}
         self._unplayed: dict[int, dict[str, Any]] = {}
         for event in events:
@@ -38,15 +46,10 @@ class ReplayEngine:
                 self._exact.setdefault(exact_key(request), deque()).append(event)
                 self._unplayed[event["seq"]] = event
             elif kind == "entropy":
-                if event.get("source") == "random.seed":
-                    self._seeds.append(int(event["value"]))
-                else:
-                    data = base64.b64decode(event["data"])
-                    item = (event["seq"], data)
-                    self._entropy.setdefault((event["source"], len(data)), deque()).append(item)
-                    if event.get("flow"):
-                        key = (event["flow"], event["source"], len(data))
-                        self._entropy_by_flow.setdefault(key, deque()).append(item)
+                self._index_entropy(event)
+            elif kind == "clock":
+                for flow, reads in clock_reads(event).items():
+                    self.clock.setdefault(flow, []).extend(reads)
             elif kind == "dns":
                 self._dns.setdefault((event["host"], str(event.get("port"))), deque()).append(
                     event["result"]
@@ -83,18 +86,56 @@ class ReplayEngine:
 
     # -- entropy and DNS -------------------------------------------------------------------------
 
+    def _index_entropy(self, event: dict[str, Any]) -> None:
+        source = event.get("source")
+        if source == "random.seed":
+            self._seeds.append(int(event["value"]))
+        elif source == "uuid.getnode":
+            self.node = int(event["value"])
+        else:
+            data = base64.b64decode(event["data"])
+            self._whole.setdefault((source, len(data)), deque()).append((event["seq"], data))
+            stream = self._streams.setdefault((event.get("flow") or "", source), deque())
+            stream.append([event["seq"], data, 0])
+
     def entropy(self, source: str, n: int, flow: str | None = None) -> bytes | None:
+        """``n`` recorded bytes for a draw of ``flow``, or None when none are left."""
+        if n <= 0:
+            return b""
         with self._lock:
-            queues = [self._entropy.get((source, n))]
-            if flow is not None:
-                queues.insert(0, self._entropy_by_flow.get((flow, source, n)))
-            for queue in queues:
-                while queue:
-                    seq, data = queue.popleft()
-                    if seq not in self._entropy_served:  # each draw sits in both queues
-                        self._entropy_served.add(seq)
-                        return data
+            stream = self._streams.get((flow or "", source))
+            data = self._from_stream(stream, n) if stream else None
+            if data is not None:
+                return data
+            queue = self._whole.get((source, n))
+            while queue:
+                seq, data = queue.popleft()
+                if seq not in self._touched and seq not in self._taken:
+                    self._taken.add(seq)
+                    return data
             return None
+
+    def _from_stream(self, stream: deque[list[Any]], n: int) -> bytes | None:
+        pieces: list[tuple[list[Any], int]] = []
+        need = n
+        for item in stream:
+            if item[0] in self._taken:
+                continue
+            take = min(len(item[1]) - item[2], need)
+            pieces.append((item, take))
+            need -= take
+            if not need:
+                break
+        if need:
+            return None  # the flow has fewer recorded bytes left than this draw asks for
+        out = bytearray()
+        for item, take in pieces:
+            out += item[1][item[2] : item[2] + take]
+            item[2] += take
+            self._touched.add(item[0])
+        while stream and (stream[0][0] in self._taken or stream[0][2] == len(stream[0][1])):
+            stream.popleft()
+        return bytes(out)
 
     def seed(self) -> int | None:
         with self._lock:

@@ -9,6 +9,7 @@ call's span skips the SDK altogether (:class:`ReplaySpan`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from ..governance import Governance
 from ..record import Recorder
 from ..record.recorder import outer_client_span
 from . import divergence
+from .clock import ReplayClock
 from .engine import ReplayEngine
 from .span import ReplaySpan
 
@@ -57,8 +59,13 @@ class ReplaySpanProcessor(SpanProcessor):
         redactor: Redactor,
         gate: Governance,
         store: Any,
+        started_ns: int | None = None,
     ) -> None:
+        """``started_ns``: the recorded run's start, where a clock with no recorded reads
+        starts (default: now)."""
         self.engine = engine
+        now = time.time_ns()
+        self.clock = ReplayClock(engine.clock, now if started_ns is None else started_ns, now)
         self.runs = runs
         self.redactor = redactor
         self.gate = gate
@@ -191,6 +198,20 @@ class ReplaySpanProcessor(SpanProcessor):
                 result = real()
         self._live.log_dns(host, port, result)
         return result
+
+    def wall_clock(self, real_ns: int) -> int:
+        flow = current_flow()
+        value = self.clock.read(flow, real_ns)
+        self.runs.clock_read(flow, value)
+        return value
+
+    def uuid_node(self, real: Callable[[], int]) -> int:
+        node = self.engine.node
+        if node is None:  # a recording made before the node was recorded: this machine's
+            with self.gate.exempt():
+                node = real()
+        self._live.log_node(node)
+        return node
 
     # -- the end of the replay ---------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""The backend's HTTP surface: OTLP ingest and the trace API (Starlette)."""
+"""The backend's HTTP surface: OTLP ingest and the trace API (Starlette).
+
+Nothing blocking runs on the event loop: inflating, decoding and every database call go to
+worker threads, each kind under its own limit, so a burst of ingests cannot take the threads
+that ``/healthz`` and the API need.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,29 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._trace import build_document
-from . import otlp
-from .store import STATUSES, CursorError, Store
+from . import otlp, retention
+from .intake import Intake
+from .limits import Limits
+from .store import STATUSES, CursorError, SqlStore, StoreUnavailable
+from .stores import open_store
 
-DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_LIST_LIMIT = 1000
+RETRY_AFTER_SECONDS = 5
 
 _log = logging.getLogger("agenttrace.server")
+_T = TypeVar("_T")
 
 
 def project_id(api_key: str) -> str:
@@ -32,22 +42,31 @@ def project_id(api_key: str) -> str:
 
 
 def create_app(
-    db_path: str | os.PathLike[str],
+    db: str,
     api_keys: Iterable[str],
     *,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    limits: Limits | None = None,
+    retain_days: float | None = None,
 ) -> Starlette:
-    """The ASGI app. Each API key is one project; ``max_request_bytes`` bounds a decompressed body."""
+    """The ASGI app over the store named by ``db`` (an SQLite path or a PostgreSQL URL).
+
+    Each API key is one project. Opens the store (creating or migrating its schema) now, so a
+    database that cannot be used fails here, before the server listens.
+    """
     projects = {project_id(key) for key in api_keys}
     if not projects:
         raise ValueError("the server needs at least one API key")
-    store = Store(db_path)
-    api = _Api(store, projects, max_request_bytes)
+    store = open_store(db)
+    api = _Api(store, projects, limits or Limits())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                if retain_days:
+                    background.start_soon(retention.keep, store, retain_days, api.writes)
+                yield
+                background.cancel_scope.cancel()
         finally:
             # uvicorn has drained in-flight requests by now; every acknowledged write is committed.
             store.close()
@@ -62,13 +81,19 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
+            Exception: _internal_error,
+        },
     )
     app.state.store = store
     return app
 
 
-def _error(status: int, message: str, **headers: str) -> JSONResponse:
+def _error(status: int, message: str, *, close: bool = False, **headers: str) -> JSONResponse:
+    if close:  # the rest of the body is unread: the connection cannot carry another request
+        headers["Connection"] = "close"
     return JSONResponse(
         {"error": {"status": status, "message": message}}, status, headers=headers or None
     )
@@ -79,6 +104,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, str(exc.detail), **dict(exc.headers or {}))
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    # 503 with Retry-After: OTLP exporters and the Collector retry it (they drop a 500).
+    _log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _error(
+        503, f"the database is unavailable: {exc}", **{"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Log the failure, never the request headers (they carry the API key).
     _log.error("internal error on %s %s: %r", request.method, request.url.path, exc)
@@ -86,10 +119,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 class _Api:
-    def __init__(self, store: Store, projects: set[str], max_request_bytes: int) -> None:
+    def __init__(self, store: SqlStore, projects: set[str], limits: Limits) -> None:
         self.store = store
         self.projects = projects
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
+        self.writes = anyio.CapacityLimiter(store.write_concurrency)
+        self.reads = anyio.CapacityLimiter(store.read_concurrency)
+        self.health = anyio.CapacityLimiter(2)
+        self.decoding = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.intake = Intake(limits, self.decoding)
 
     def _project(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -113,19 +151,19 @@ class _Api:
         project = self._project(request)
         try:
             media = otlp.media_type(request.headers.get("content-type"))
-            body = await self._read_body(request)
-            decoded = await run_in_threadpool(
-                _decode,
-                body,
-                request.headers.get("content-encoding"),
-                media,
-                self.max_request_bytes,
-            )
+            async with self.intake.body(request) as body:
+                decoded = await _in_thread(
+                    self.decoding,
+                    otlp.decode,
+                    body,
+                    media,
+                    self.limits.max_json_depth,
+                )
+                result = await _in_thread(
+                    self.writes, self.store.ingest, project, decoded.spans, decoded.service_names
+                )
         except otlp.PayloadError as exc:
-            return _error(exc.status, exc.message)
-        result = await run_in_threadpool(
-            self.store.ingest, project, decoded.spans, decoded.service_names
-        )
+            return _error(exc.status, exc.message, close=exc.body_unread)
         _log.debug(
             "ingested %d spans (%d duplicates) in %d traces",
             result.accepted,
@@ -134,21 +172,6 @@ class _Api:
         )
         media_out = otlp.JSON if media == otlp.JSON else otlp.PROTOBUF
         return Response(otlp.encode_response(decoded, media), 200, media_type=media_out)
-
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise otlp.PayloadError(
-                413, f"request body of {declared} bytes exceeds the {limit}-byte limit"
-            )
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise otlp.PayloadError(413, f"request body exceeds the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def list_traces(self, request: Request) -> Response:
         project = self._project(request)
@@ -164,39 +187,45 @@ class _Api:
                 400, f"limit={limit_text!r} must be an integer from 1 to {MAX_LIST_LIMIT}"
             )
         try:
-            traces, cursor = await run_in_threadpool(
-                self.store.list_traces,
-                project,
-                status=status,
-                limit=int(limit_text),
-                cursor=params.get("cursor") or None,
+            traces, cursor = await _in_thread(
+                self.reads,
+                lambda: self.store.list_traces(
+                    project,
+                    status=status,
+                    limit=int(limit_text),
+                    cursor=params.get("cursor") or None,
+                ),
             )
         except CursorError as exc:
             return _error(400, str(exc))
-        return JSONResponse({"traces": traces, "next_cursor": cursor})
+        return await self._json({"traces": traces, "next_cursor": cursor})
 
     async def _document(self, request: Request) -> dict[str, Any]:
         project = self._project(request)
         trace_id = request.path_params["trace_id"].lower()
         if not otlp.is_hex_trace_id(trace_id):
             raise HTTPException(400, f"{trace_id!r} is not a trace id (32 hex digits)")
-        spans = await run_in_threadpool(self.store.trace_spans, project, trace_id)
+        spans = await _in_thread(self.reads, self.store.trace_spans, project, trace_id)
         if not spans:
             # Another project's trace looks exactly like a missing one.
             raise HTTPException(404, f"trace {trace_id} not found")
-        return await run_in_threadpool(build_document, spans)
+        return await _in_thread(self.reads, build_document, spans)
 
     async def get_trace(self, request: Request) -> Response:
-        return JSONResponse(await self._document(request))
+        return await self._json(await self._document(request))
 
     async def get_events(self, request: Request) -> Response:
         document = await self._document(request)
-        return JSONResponse({"trace_id": document["trace_id"], "events": document["events"]})
+        return await self._json({"trace_id": document["trace_id"], "events": document["events"]})
+
+    async def _json(self, content: Any) -> Response:
+        # A trace document can be tens of MB of JSON: rendered off the event loop too.
+        return await _in_thread(self.reads, JSONResponse, content)
 
     async def healthz(self, request: Request) -> Response:
-        await run_in_threadpool(self.store.ping)
+        await _in_thread(self.health, self.store.ping)
         return JSONResponse({"status": "ok"})
 
 
-def _decode(body: bytes, encoding: str | None, media: str, limit: int) -> otlp.Batch:
-    return otlp.decode(otlp.decompress(body, encoding, limit), media)
+async def _in_thread(limiter: anyio.CapacityLimiter, fn: Callable[..., _T], *args: Any) -> _T:
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)

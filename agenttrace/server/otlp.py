@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ class PayloadError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.body_unread = False  # then the answer closes the connection
 
 
 @dataclass
@@ -58,43 +59,16 @@ def media_type(content_type: str | None) -> str:
     raise PayloadError(415, f"unsupported Content-Type {value!r}; send {PROTOBUF} or {JSON}")
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo Content-Encoding, refusing to inflate past ``limit`` bytes (gzip bombs)."""
-    coding = (encoding or "identity").strip().lower()
-    if coding in ("", "identity"):
-        return body
-    if coding == "gzip":
-        wbits = 16 + zlib.MAX_WBITS
-    elif coding == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        raise PayloadError(
-            415, f"unsupported Content-Encoding {coding!r}; send gzip or no encoding"
-        )
-    out = bytearray()
-    data = body
-    try:
-        # A gzip stream may hold several members; each gets its own decompressor.
-        while data:
-            inflater = zlib.decompressobj(wbits)
-            out += inflater.decompress(data, limit + 1 - len(out))
-            if len(out) > limit:
-                raise PayloadError(413, f"payload inflates beyond the {limit}-byte limit")
-            if not inflater.eof:
-                if inflater.unconsumed_tail:
-                    raise PayloadError(413, f"payload inflates beyond the {limit}-byte limit")
-                raise PayloadError(400, f"{coding} body is truncated")
-            data = inflater.unused_data
-    except zlib.error as exc:
-        raise PayloadError(400, f"body is not valid {coding}: {exc}") from None
-    return bytes(out)
+def decode(body: bytearray, media: str, max_json_depth: int) -> Batch:
+    """Parse a decompressed ExportTraceServiceRequest into span records.
 
-
-def decode(body: bytes, media: str) -> Batch:
-    """Parse an ExportTraceServiceRequest (already decompressed) into span records."""
+    Empties ``body`` as soon as it is parsed, so a large request is not held twice. Protobuf
+    refuses messages nested more than 100 deep (binary or JSON), which bounds attribute values
+    (about 31 kvlist levels) and so the recursion below.
+    """
     request = ExportTraceServiceRequest()
     if media == JSON:
-        _parse_json(body, request)
+        _parse_json(body, request, max_json_depth)
     else:
         try:
             request.ParseFromString(body)
@@ -102,6 +76,8 @@ def decode(body: bytes, media: str) -> Batch:
             raise PayloadError(
                 400, f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}"
             ) from None
+        finally:
+            body.clear()
     return _to_batch(request)
 
 
@@ -115,14 +91,24 @@ def encode_response(batch: Batch, media: str) -> bytes:
     return response.SerializeToString()
 
 
-def _parse_json(body: bytes, request: ExportTraceServiceRequest) -> None:
+def _parse_json(body: bytearray, request: ExportTraceServiceRequest, max_depth: int) -> None:
+    too_deep = f"OTLP/JSON body nests deeper than {max_depth} levels (the limit)"
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+    body.clear()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError(400, too_deep) from None
+    del text
     if not isinstance(data, dict):
         raise PayloadError(400, f"OTLP/JSON body must be an object, got {type(data).__name__}")
-    _hex_ids_to_base64(data)
+    if not _hex_ids_to_base64(data, max_depth):
+        raise PayloadError(400, too_deep)
     try:
         # Unknown fields are ignored, as the OTLP spec asks of receivers.
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
@@ -130,20 +116,31 @@ def _parse_json(body: bytes, request: ExportTraceServiceRequest) -> None:
         raise PayloadError(
             400, f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}"
         ) from None
+    except RecursionError:
+        raise PayloadError(400, too_deep) from None
 
 
-def _hex_ids_to_base64(node: Any) -> None:
-    # OTLP/JSON writes IDs as hex while protobuf's JSON mapping expects base64 for bytes.
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _ID_KEYS and isinstance(value, str):
-                if _HEX_ID.match(value):
-                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
-            else:
-                _hex_ids_to_base64(value)
-    elif isinstance(node, list):
-        for item in node:
-            _hex_ids_to_base64(item)
+def _hex_ids_to_base64(root: dict[str, Any], max_depth: int) -> bool:
+    """Rewrite IDs in place; False (and stop) when the document nests past ``max_depth``.
+
+    OTLP/JSON writes IDs as hex while protobuf's JSON mapping expects base64 for bytes.
+    A loop, not recursion: the depth is what is being checked.
+    """
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _ID_KEYS and isinstance(value, str):
+                    if _HEX_ID.match(value):
+                        node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                elif isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in node if isinstance(item, (dict, list)))
+    return True
 
 
 def _to_batch(request: ExportTraceServiceRequest) -> Batch:
@@ -155,9 +152,10 @@ def _to_batch(request: ExportTraceServiceRequest) -> Batch:
                 service = _value(kv.value)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8 or not any(span.trace_id):
+                problem = _unstorable(span)
+                if problem:
                     batch.rejected += 1
-                    batch.reason = "spans need a 16-byte trace_id and an 8-byte span_id"
+                    batch.reason = problem
                     continue
                 trace_id = span.trace_id.hex()
                 batch.spans.append(
@@ -181,6 +179,18 @@ def _to_batch(request: ExportTraceServiceRequest) -> Batch:
     return batch
 
 
+# Stores keep times as signed 64-bit integers (nanoseconds: until the year 2262).
+_MAX_NS = 2**63 - 1
+
+
+def _unstorable(span: Any) -> str:
+    if len(span.trace_id) != 16 or len(span.span_id) != 8 or not any(span.trace_id):
+        return "spans need a 16-byte trace_id and an 8-byte span_id"
+    if span.start_time_unix_nano > _MAX_NS or span.end_time_unix_nano > _MAX_NS:
+        return f"span times must be at most {_MAX_NS} ns since the epoch"
+    return ""
+
+
 def _value(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
     if which is None:
@@ -191,6 +201,9 @@ def _value(value: AnyValue) -> Any:
         return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
+    if which == "double_value" and not math.isfinite(value.double_value):
+        # As protobuf's JSON mapping spells them: JSON itself has no NaN or Infinity.
+        return json_format.MessageToDict(value)["doubleValue"]
     return getattr(value, which)
 
 

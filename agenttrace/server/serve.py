@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._config import API_KEY_PREFIXES
+from .limits import Limits
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -57,31 +58,41 @@ def run(
     *,
     host: str,
     port: int,
-    db_path: str,
+    db: str,
     api_keys: Sequence[str],
-    max_request_bytes: int,
+    limits: Limits,
+    retain_days: float | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish (and commit) before exit."""
+    """Serve until SIGINT/SIGTERM; in-flight requests finish (and commit) before exit.
+
+    Raises StoreUnavailable (before listening) when the database cannot be used.
+    """
     import copy
 
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     from .app import create_app
+    from .connections import guarded_protocol
 
     # Logs (access log included) go to stderr: stdout carries only data, such as a new key.
     log_config = copy.deepcopy(LOGGING_CONFIG)
     for handler in log_config["handlers"].values():
         handler["stream"] = "ext://sys.stderr"
 
-    app = create_app(db_path, api_keys, max_request_bytes=max_request_bytes)
+    app = create_app(db, api_keys, limits=limits, retain_days=retain_days)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
         log_config=log_config,
+        http=guarded_protocol(limits.header_timeout, limits.max_connections_per_client),
+        timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works
+        limit_concurrency=limits.max_connections,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        ws="none",  # no WebSocket routes; an upgrade would also leave the connection guards
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )
@@ -93,8 +104,10 @@ def run(
             file=sys.stderr,
             flush=True,
         )
+    location = app.state.store.location
+    retention = f"; deleting traces after {retain_days:g} days" if retain_days else ""
     print(
-        f"agenttrace serve: http://{host}:{port} (database {db_path}); "
+        f"agenttrace serve: http://{host}:{port} (database {location}{retention}); "
         f"point agents at it with AGENTTRACE_API_URL=http://{host}:{port}",
         file=sys.stderr,
         flush=True,

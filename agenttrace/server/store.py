@@ -1,8 +1,10 @@
-"""SQLite storage for ingested spans, one project per API key (identified by the key's SHA-256).
+"""Storage for ingested spans, one project per API key (identified by the key's SHA-256).
 
-Spans are keyed by (project, trace_id, span_id), so batches that arrive in pieces or twice (an
-exporter retrying after a lost response) assemble into one trace without duplicates. A small
-``traces`` table is maintained at ingest so listing never scans spans.
+Spans are keyed by (project, trace_id, span_id), so batches that arrive in pieces, twice (an
+exporter retrying after a lost response) or at different replicas assemble into one trace
+without duplicates. A small ``traces`` table is maintained at ingest so listing never scans
+spans. ``SqlStore`` holds everything both databases share (the SQL is portable); the backends
+(``sqlite_store``, ``postgres_store``) supply connections, transactions and their schema.
 """
 
 from __future__ import annotations
@@ -10,75 +12,67 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import os
-import sqlite3
-import threading
+import re
 import time
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._trace import ATTR_EVENT, ATTR_EVENTS, ATTR_RUN_NAME
 
 STATUSES = ("ok", "error", "unset")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spans (
-    project TEXT NOT NULL,
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    parent_id TEXT,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    start_ns INTEGER NOT NULL,
-    end_ns INTEGER,
-    status TEXT NOT NULL,
-    status_message TEXT,
-    attributes TEXT NOT NULL,
-    PRIMARY KEY (project, trace_id, span_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS traces (
-    project TEXT NOT NULL,
-    trace_id TEXT NOT NULL,
-    name TEXT,
-    status TEXT NOT NULL DEFAULT 'unset',
-    error TEXT,
-    service_name TEXT,
-    root_rank INTEGER NOT NULL DEFAULT -1,
-    started_ns INTEGER NOT NULL,
-    ended_ns INTEGER,
-    span_count INTEGER NOT NULL DEFAULT 0,
-    event_count INTEGER NOT NULL DEFAULT 0,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (project, trace_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS traces_newest ON traces (project, started_ns DESC, trace_id DESC);
-CREATE INDEX IF NOT EXISTS traces_by_status
-    ON traces (project, status, started_ns DESC, trace_id DESC);
-"""
-
-_INSERT_SPAN = """
-INSERT INTO spans (project, trace_id, span_id, parent_id, name, kind, start_ns, end_ns,
-                   status, status_message, attributes)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT DO NOTHING
-"""
-
-_UPSERT_TRACE = """
+# Portable SQL (SQLite and PostgreSQL), written with ? placeholders.
+UPSERT_TRACE = """
 INSERT INTO traces (project, trace_id, started_ns, ended_ns, span_count, event_count,
                     service_name, received_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (project, trace_id) DO UPDATE SET
-    started_ns = min(started_ns, excluded.started_ns),
-    ended_ns = max(coalesce(ended_ns, 0), coalesce(excluded.ended_ns, 0)),
-    span_count = span_count + excluded.span_count,
-    event_count = event_count + excluded.event_count,
-    service_name = coalesce(service_name, excluded.service_name)
+    started_ns = CASE WHEN excluded.started_ns < traces.started_ns
+                      THEN excluded.started_ns ELSE traces.started_ns END,
+    ended_ns = CASE WHEN coalesce(excluded.ended_ns, 0) > coalesce(traces.ended_ns, 0)
+                    THEN excluded.ended_ns ELSE traces.ended_ns END,
+    span_count = traces.span_count + excluded.span_count,
+    event_count = traces.event_count + excluded.event_count,
+    service_name = coalesce(traces.service_name, excluded.service_name),
+    received_at = excluded.received_at
 """
+
+# The run's root span names the trace and gives its status; it usually arrives last (it ends
+# last), so the summary is refined whenever a better candidate shows up.
+UPDATE_ROOT = """
+UPDATE traces SET name = ?, status = ?, error = ?, root_rank = ?
+WHERE project = ? AND trace_id = ? AND root_rank <= ?
+"""
+
+_SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status",
+    "status_message",
+    "attributes",
+)
+_MAX_NS = 2**63 - 1
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 class CursorError(ValueError):
     """A pagination cursor that this server did not hand out."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened or reached; the message names the cause and the fix."""
+
+
+class SchemaError(StoreUnavailable):
+    """The database holds a schema this version of agenttrace cannot use."""
 
 
 @dataclass(frozen=True)
@@ -88,52 +82,52 @@ class IngestResult:
     traces: int
 
 
-class Store:
-    """Thread-safe: one writer connection behind a lock, one reader connection per thread (WAL)."""
+@dataclass(frozen=True)
+class PruneResult:
+    traces: int
+    spans: int
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        with self._writer:
-            self._writer.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=10000")
-        # FULL: a batch the server acknowledged survives power loss, not just a crash.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
+class SqlStore(ABC):
+    """Thread-safe span storage; every write is committed before the call returns."""
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            conn.row_factory = sqlite3.Row
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+    #: database calls worth running at the same time (the app gives them that many threads)
+    write_concurrency = 1
+    read_concurrency = 8
+    #: where the data lives, as it may be printed (no password)
+    location = ""
 
-    def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-        with self._write_lock:
-            try:
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
-                pass  # another process holds the db; the WAL is still durable
-            self._writer.close()
+    # -- what a backend provides ----------------------------------------------------------------
 
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
     def ping(self) -> None:
-        self._reader().execute("SELECT 1").fetchone()
+        """Raise unless the database answers."""
+
+    @abstractmethod
+    def _write(self, work: Any) -> Any:
+        """Run ``work(db)`` in one write transaction (retried if the database asks) and commit.
+
+        This and ``_read`` and ``ping`` raise StoreUnavailable when the database cannot be
+        used right now (unreachable, locked, out of space): the client should retry.
+        """
+
+    @abstractmethod
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Mapping[str, Any]]: ...
+
+    @abstractmethod
+    def _executemany(self, db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row; returns the rows changed."""
+
+    @abstractmethod
+    def _insert_spans(self, db: Any, project: str, rows: list[tuple[Any, ...]]) -> set[str]:
+        """Insert span rows (``_SPAN_COLUMNS`` order), skipping stored ones; returns the
+        ``trace_id + span_id`` of those that were new."""
+
+    @abstractmethod
+    def _prune_batch(self, db: Any, received_before: float, limit: int) -> PruneResult: ...
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -144,95 +138,31 @@ class Store:
         service_names: Mapping[str, str] | None = None,
     ) -> IngestResult:
         """Store spans; returns once the transaction is committed (durable before acknowledging)."""
-        by_trace: dict[str, list[Mapping[str, Any]]] = {}
+        unique: dict[str, Mapping[str, Any]] = {}
         for span in spans:
-            by_trace.setdefault(span["trace_id"], []).append(span)
-        accepted = duplicates = 0
-        now = time.time()
-        with self._write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for trace_id, group in by_trace.items():
-                    new, events = 0, 0
-                    for span in group:
-                        if self._insert_span(conn, project, span):
-                            new += 1
-                            events += _event_count(span["attributes"])
-                    accepted += new
-                    duplicates += len(group) - new
-                    ends = [s["end_ns"] for s in group if s.get("end_ns")]
-                    conn.execute(
-                        _UPSERT_TRACE,
-                        (
-                            project,
-                            trace_id,
-                            min(s["start_ns"] for s in group),
-                            max(ends) if ends else None,
-                            new,
-                            events,
-                            (service_names or {}).get(trace_id),
-                            now,
-                        ),
-                    )
-                    self._update_root(conn, project, trace_id, group)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return IngestResult(accepted=accepted, duplicates=duplicates, traces=len(by_trace))
+            unique.setdefault(span["trace_id"] + span["span_id"], span)
+        # One order for every writer: concurrent replicas then lock rows in the same sequence.
+        ordered = [unique[key] for key in sorted(unique)]
+        rows = [_span_row(span) for span in ordered]
+        names = service_names or {}
 
-    @staticmethod
-    def _insert_span(conn: sqlite3.Connection, project: str, span: Mapping[str, Any]) -> bool:
-        cur = conn.execute(
-            _INSERT_SPAN,
-            (
-                project,
-                span["trace_id"],
-                span["span_id"],
-                span.get("parent_id"),
-                span["name"],
-                span["kind"],
-                span["start_ns"],
-                span.get("end_ns"),
-                span["status"],
-                span.get("status_message"),
-                json.dumps(
-                    span["attributes"], ensure_ascii=False, separators=(",", ":"), default=str
-                ),
-            ),
-        )
-        return cur.rowcount == 1
+        def work(db: Any) -> int:
+            new = self._insert_spans(db, project, rows)
+            fresh = [span for span in ordered if span["trace_id"] + span["span_id"] in new]
+            now = time.time()
+            traces, roots = _summaries(project, ordered, fresh, names, now)
+            self._executemany(db, UPSERT_TRACE, traces)
+            self._executemany(db, UPDATE_ROOT, roots)
+            return len(new)
 
-    @staticmethod
-    def _update_root(
-        conn: sqlite3.Connection, project: str, trace_id: str, group: list[Mapping[str, Any]]
-    ) -> None:
-        # The run's root span names the trace and gives its status; it usually arrives last
-        # (it ends last), so the summary is refined whenever a better candidate shows up.
-        best, rank = None, -1
-        for span in group:
-            span_rank = (2 if ATTR_RUN_NAME in span["attributes"] else 0) + (
-                0 if span.get("parent_id") else 1
-            )
-            if span_rank > rank and (span_rank >= 2 or not span.get("parent_id")):
-                best, rank = span, span_rank
-        if best is None:
-            return
-        status = "error" if best["status"] == "error" else ("ok" if best.get("end_ns") else "unset")
-        conn.execute(
-            "UPDATE traces SET name = ?, status = ?, error = ?, root_rank = ? "
-            "WHERE project = ? AND trace_id = ? AND root_rank <= ?",
-            (
-                best["attributes"].get(ATTR_RUN_NAME, best["name"]),
-                status,
-                best.get("status_message") if status == "error" else None,
-                rank,
-                project,
-                trace_id,
-                rank,
-            ),
-        )
+        accepted = self._write(work) if rows else 0
+        traces = len({span["trace_id"] for span in ordered})
+        return IngestResult(accepted=accepted, duplicates=len(ordered) - accepted, traces=traces)
+
+    def prune(self, received_before: float, limit: int = 500) -> PruneResult:
+        """Delete up to ``limit`` traces whose latest span arrived before ``received_before``
+        (seconds since the epoch), with their spans, in one short transaction."""
+        return self._write(lambda db: self._prune_batch(db, received_before, limit))
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -249,14 +179,10 @@ class Store:
             started_ns, trace_id = _decode_cursor(cursor)
             where.append("(started_ns < ? OR (started_ns = ? AND trace_id < ?))")
             params += [started_ns, started_ns, trace_id]
-        rows = (
-            self._reader()
-            .execute(
-                f"SELECT * FROM traces WHERE {' AND '.join(where)} "
-                "ORDER BY started_ns DESC, trace_id DESC LIMIT ?",
-                (*params, limit + 1),
-            )
-            .fetchall()
+        rows = self._read(
+            f"SELECT * FROM traces WHERE {' AND '.join(where)} "
+            "ORDER BY started_ns DESC, trace_id DESC LIMIT ?",
+            (*params, limit + 1),
         )
         page = [_summary(row) for row in rows[:limit]]
         next_cursor = None
@@ -267,29 +193,100 @@ class Store:
 
     def trace_spans(self, project: str, trace_id: str) -> list[dict[str, Any]]:
         """Span records of one trace of this project (empty if it has none)."""
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT * FROM spans WHERE project = ? AND trace_id = ? ORDER BY start_ns, span_id",
-                (project, trace_id),
-            )
-            .fetchall()
+        rows = self._read(
+            f"SELECT {', '.join(_SPAN_COLUMNS)} FROM spans "
+            "WHERE project = ? AND trace_id = ? ORDER BY start_ns, span_id",
+            (project, trace_id),
         )
         return [
             {
-                "trace_id": row["trace_id"],
-                "span_id": row["span_id"],
-                "parent_id": row["parent_id"],
-                "name": row["name"],
-                "kind": row["kind"],
-                "start_ns": row["start_ns"],
-                "end_ns": row["end_ns"],
-                "status": row["status"],
-                "status_message": row["status_message"],
-                "attributes": json.loads(row["attributes"]),
+                **{column: row[column] for column in _SPAN_COLUMNS[:-1]},
+                # NaN and Infinity (stored before they were kept as strings) read back as
+                # protobuf's JSON spells them: the API answers strict JSON.
+                "attributes": json.loads(row["attributes"], parse_constant=str),
             }
             for row in rows
         ]
+
+
+# -- what both backends compute the same way -----------------------------------------------------
+
+
+def _span_row(span: Mapping[str, Any]) -> tuple[Any, ...]:
+    attributes = json.dumps(
+        span["attributes"], ensure_ascii=False, separators=(",", ":"), default=str
+    )
+    values = (span.get(column) for column in _SPAN_COLUMNS[:-1])
+    return (*(_text(v) if isinstance(v, str) else v for v in values), attributes)
+
+
+def _text(value: str) -> str:
+    """A string both databases keep as it is, but for NUL (PostgreSQL text cannot hold it)."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _summaries(
+    project: str,
+    spans: list[Mapping[str, Any]],
+    fresh: list[Mapping[str, Any]],
+    service_names: Mapping[str, str],
+    now: float,
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Rows for UPSERT_TRACE and UPDATE_ROOT, one per trace, in trace order.
+
+    Times and root come from every span of the batch (a retry may complete what a lost batch
+    began); counts only from the spans that were new.
+    """
+    by_trace: dict[str, list[Mapping[str, Any]]] = {}
+    for span in spans:
+        by_trace.setdefault(span["trace_id"], []).append(span)
+    new_spans: dict[str, int] = {}
+    new_events: dict[str, int] = {}
+    for span in fresh:
+        trace_id = span["trace_id"]
+        new_spans[trace_id] = new_spans.get(trace_id, 0) + 1
+        new_events[trace_id] = new_events.get(trace_id, 0) + _event_count(span["attributes"])
+    upserts, roots = [], []
+    for trace_id, group in by_trace.items():
+        ends = [s["end_ns"] for s in group if s.get("end_ns")]
+        upserts.append(
+            (
+                project,
+                trace_id,
+                min(s["start_ns"] for s in group),
+                max(ends) if ends else None,
+                new_spans.get(trace_id, 0),
+                new_events.get(trace_id, 0),
+                _text(service_names[trace_id]) if trace_id in service_names else None,
+                now,
+            )
+        )
+        root = _root_update(project, trace_id, group)
+        if root is not None:
+            roots.append(root)
+    return upserts, roots
+
+
+def _root_update(
+    project: str, trace_id: str, group: list[Mapping[str, Any]]
+) -> tuple[Any, ...] | None:
+    best, rank = None, -1
+    for span in group:
+        span_rank = (2 if ATTR_RUN_NAME in span["attributes"] else 0) + (
+            0 if span.get("parent_id") else 1
+        )
+        if span_rank > rank and (span_rank >= 2 or not span.get("parent_id")):
+            best, rank = span, span_rank
+    if best is None:
+        return None
+    status = "error" if best["status"] == "error" else ("ok" if best.get("end_ns") else "unset")
+    error = None
+    if status == "error" and best.get("status_message"):
+        error = _text(best["status_message"])
+    name = best["attributes"].get(ATTR_RUN_NAME, best["name"])
+    if not isinstance(name, str):  # an attribute may hold any OTLP value
+        name = json.dumps(name, ensure_ascii=False, default=str)
+    return (_text(name), status, error, rank, project, trace_id, rank)
 
 
 def _event_count(attributes: Mapping[str, Any]) -> int:
@@ -298,7 +295,7 @@ def _event_count(attributes: Mapping[str, Any]) -> int:
     if isinstance(raw, str) and raw:
         try:
             listed = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             listed = []
         count += len(listed) if isinstance(listed, list) else 0
     return count
@@ -312,7 +309,7 @@ def _iso(ns: int | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _summary(row: sqlite3.Row) -> dict[str, Any]:
+def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
     ended = row["ended_ns"] or None
     return {
         "trace_id": row["trace_id"],
@@ -336,6 +333,10 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         started, trace_id = raw.split(":", 1)
-        return int(started), trace_id
+        started_ns = int(started)
     except (ValueError, UnicodeDecodeError):
-        raise CursorError(f"cursor {cursor!r} is not one this server handed out") from None
+        started_ns, trace_id = -1, ""
+    # Out-of-range values would reach the database as an error, not as "no such page".
+    if not 0 <= started_ns <= _MAX_NS or not _HEX32.match(trace_id):
+        raise CursorError(f"cursor {cursor!r} is not one this server handed out")
+    return started_ns, trace_id
