@@ -152,6 +152,22 @@ ESCAPES = {
         """,
         "socket.socket(AF_INET)",
     ),
+    "shutdown_then_a_raw_socket": (
+        """
+        import agenttrace
+        def escape():
+            agenttrace.shutdown()  # the session ends; the sealed sandbox does not
+            dial()
+        """,
+        "socket.socket(AF_INET)",
+    ),
+    "removing_the_shared_record": (
+        """
+        def escape():
+            os.unlink(os.environ["AGENTTRACE_GOVERNANCE_RECORD"])
+        """,
+        "was tampered with (it was removed)",
+    ),
     "pycurl": (
         """
         def escape():
