@@ -17,6 +17,7 @@ get no socket either way.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import sysconfig
@@ -111,7 +112,7 @@ PROTECTED_MODULES = frozenset({"atexit", "posix", "_posixsubprocess"})
 
 _GOVERNANCE = __name__.rpartition(".")[0]
 _STDLIB = sysconfig.get_paths()["stdlib"]
-_OURS = __file__.rsplit("/governance/", 1)[0]
+_OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def describe(

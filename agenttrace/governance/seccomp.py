@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 from .events import INTERNET_FAMILIES
 
@@ -60,41 +61,43 @@ def install(record: str) -> tuple[str | None, str]:
     if supervisor is None:
         return "seccomp (refusals not itemised)", ""
     process, channel = supervisor
+    process.returncode = 0  # never waited for: it outlives us while children still run
     notify_fd = seccomp._libseccomp.seccomp_notify_fd(rules._filter)  # the binding wraps none
     try:
         socket.send_fds(channel, [b"fd"], [notify_fd])
+    except OSError:  # the supervisor is gone: held calls fail (ENOSYS), unitemised
+        return "seccomp (refusals not itemised)", ""
     finally:
         # Only the supervisor may hold it: were it open here too, a held call would wait on
         # us forever should the supervisor die; with no holder the kernel fails it instead.
-        os.close(notify_fd)
+        if notify_fd >= 0:
+            os.close(notify_fd)
         channel.close()
-    process.returncode = 0  # never waited for: it outlives us if children still run
     return "seccomp", ""
 
 
-def _numbers(seccomp: object) -> dict[int, str]:
-    native = seccomp.Arch.NATIVE  # type: ignore[attr-defined]
+def _numbers(seccomp: Any) -> dict[int, str]:
+    """System call number -> name, for the supervisor's report."""
     numbers = {}
     for name in _HELD:
-        number = seccomp.resolve_syscall(native, name)  # type: ignore[attr-defined]
+        number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
         if number >= 0:
             numbers[number] = name
     return numbers
 
 
-def _load(seccomp: object, *, notify: bool) -> object:
-    s: object = seccomp
-    held = s.NOTIFY if notify else s.ERRNO(errno.EACCES)  # type: ignore[attr-defined]
-    rules = s.SyscallFilter(s.ALLOW)  # type: ignore[attr-defined]
+def _load(seccomp: Any, *, notify: bool) -> Any:
+    held = seccomp.NOTIFY if notify else seccomp.ERRNO(errno.EACCES)
+    rules = seccomp.SyscallFilter(seccomp.ALLOW)
     for family in sorted(INTERNET_FAMILIES):
-        rules.add_rule(held, "socket", s.Arg(0, s.EQ, family))  # type: ignore[attr-defined]
+        rules.add_rule(held, "socket", seccomp.Arg(0, seccomp.EQ, family))
     for name in ("execve", "execveat"):
         rules.add_rule(held, name)
     try:
-        rules.add_rule(s.ERRNO(errno.ENOSYS), "io_uring_setup")  # type: ignore[attr-defined]
+        rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "io_uring_setup")
     except (OSError, ValueError):
         pass  # unknown to this libseccomp: then unknown to this kernel's callers too
-    rules.set_attr(s.Attr.CTL_TSYNC, 1)  # type: ignore[attr-defined]
+    rules.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread, including those running already
     rules.load()
     return rules
 
