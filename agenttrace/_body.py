@@ -71,6 +71,21 @@ def _json_layout(value: Any, text: str) -> str | None:
     return None
 
 
+def json_value(body: Any, default: Any = None) -> Any:
+    """The JSON value a stored body holds: its ``json``, or a ``text`` that parses (JSON sent as
+    another content type, or pretty-printed); ``default`` for anything else."""
+    if not isinstance(body, dict):
+        return default
+    if "json" in body:
+        return body["json"]
+    if isinstance(body.get("text"), str):
+        try:
+            return json.loads(body["text"])
+        except ValueError:
+            return default
+    return default
+
+
 def decode_body(body: dict[str, Any] | None) -> bytes:
     """The bytes a stored body stands for (inverse of encode_body)."""
     if not body:

@@ -6,6 +6,7 @@ The document is reconstructed from span attributes alone, so the local store and
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,21 @@ ATTR_STEP_INPUT = "agenttrace.step.input"
 ATTR_STEP_RESULT = "agenttrace.step.result"
 
 EVENT_FIELDS = ("seq", "kind", "request")
+
+# The local store (``local_dir``) keeps recordings in traces/ and replayed runs in replays/traces/,
+# each with its last.json (recordings also last-failure.json).
+REPLAYS_DIR = "replays"
+
+# Calls go out and get an answer (each on its own span); facts are what the run read
+# (entropy, DNS, the clock), replayed as recorded.
+CALL_KINDS = frozenset({"http", "websocket", "mcp", "tool"})
+FACT_KINDS = frozenset({"entropy", "dns", "clock"})
+
+
+def is_call(event: Mapping[str, Any]) -> bool:
+    """Whether an event is a call; a kind this version does not know is one if it has a span."""
+    kind = event.get("kind")
+    return kind in CALL_KINDS or (kind not in FACT_KINDS and bool(event.get("span_id")))
 
 
 def span_record(
@@ -61,11 +77,27 @@ def span_record(
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    import datetime as _dt
-
     return (
         _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).isoformat().replace("+00:00", "Z")
     )
+
+
+def parse_time(value: Any) -> _dt.datetime | None:
+    """A document timestamp (as ``_iso`` writes them) as an aware datetime; None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:  # 3.10's fromisoformat does not read a trailing Z
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def elapsed_ms(start: Any, end: Any) -> float | None:
+    """Milliseconds between two document timestamps, or None if either is missing."""
+    begun, ended = parse_time(start), parse_time(end)
+    if begun is None or ended is None:
+        return None
+    return round((ended - begun).total_seconds() * 1000.0, 3)
 
 
 def build_document(spans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -149,26 +181,44 @@ def load_replay_source(source: Any) -> tuple[dict[str, Any], list[dict[str, Any]
 
     Returns (run facts, events sorted by seq, a label naming the source for messages).
     """
+    document, label = load_document(source, "replay_events")
+    return document["run"], document["events"], label
+
+
+def load_document(source: Any, label: str = "trace") -> tuple[dict[str, Any], str]:
+    """A checked trace document from a path, a document or a bare list of events (which
+    becomes a document with no spans); ``label`` names a source that is not a path.
+
+    Returns (the document with its events sorted by seq, the label for messages).
+    Raises EventsFileError naming the source and what is wrong with it.
+    """
     if isinstance(source, (str, os.PathLike)):
         label = os.fspath(source)
         document = _read_json_file(label)
     else:
-        label = "replay_events"
         document = source
     if isinstance(document, list):
         run: dict[str, Any] = {}
         events = document
+        document = {"format": FORMAT, "trace_id": "", "run": run, "spans": [], "events": events}
     elif isinstance(document, dict):
         fmt = document.get("format")
         if fmt != FORMAT:
+            other_version = isinstance(fmt, str) and fmt.startswith(FORMAT.rsplit("/", 1)[0])
+            hint = (
+                "it was written by another agenttrace version; read it with that version"
+                if other_version
+                else "a trace written by agenttrace, or `agenttrace pull`"
+            )
             raise EventsFileError(
-                f"{label}: format {fmt!r} is not supported; expected {FORMAT!r} "
-                "(a trace written by agenttrace, or `agenttrace pull`)"
+                f"{label}: format {fmt!r} is not supported; expected {FORMAT!r} ({hint})"
             )
         events = document.get("events")
         if not isinstance(events, list):
             raise EventsFileError(f"{label}: the document has no 'events' list")
         run = document.get("run") or {}
+        if not isinstance(run, dict):
+            raise EventsFileError(f"{label}: 'run' is a {type(run).__name__}, not an object")
     else:
         raise EventsFileError(
             f"{label}: expected a trace document (JSON object) or a list of events, got {type(document).__name__}"
@@ -198,7 +248,11 @@ def load_replay_source(source: Any) -> tuple[dict[str, Any], list[dict[str, Any]
                 raise EventsFileError(
                     f"{label}: events[{index}] (seq {event['seq']}) request lacks method/url"
                 )
-    return run, sorted(events, key=lambda e: e["seq"]), label
+    spans = document.get("spans", [])
+    if not isinstance(spans, list) or not all(isinstance(s, dict) for s in spans):
+        raise EventsFileError(f"{label}: 'spans' is not a list of objects")
+    events = sorted(events, key=lambda e: e["seq"])
+    return {**document, "run": run, "spans": spans, "events": events}, label
 
 
 def _read_json_file(path: str) -> Any:

@@ -8,13 +8,17 @@ Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._config import Settings, mask_key, resolve
-from .errors import ConfigError
+from ._trace import REPLAYS_DIR
+from .errors import ConfigError, EventsFileError
 
 _PROG = "agenttrace"
 
@@ -49,13 +53,373 @@ def _parser() -> argparse.ArgumentParser:
         prog=_PROG, description="Record, replay and govern AI agent runs (AgentTrace)."
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_serve, _add_prune, _add_pull, _add_flush):
+    for add in (
+        _add_run,
+        _add_replay,
+        _add_show,
+        _add_diff,
+        _add_serve,
+        _add_prune,
+        _add_pull,
+        _add_flush,
+    ):
         add(sub)
     return parser
 
 
 def _say(message: str) -> None:
     print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# -- run and replay -------------------------------------------------------------------------------
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a command in record mode",
+        description="Run CMD with AgentTrace recording every Python process it starts (no "
+        "agenttrace.init() needed; the AGENTTRACE_* settings apply). PYTHONHASHSEED is fixed "
+        "when unset, and recorded, so that the replay iterates sets the same way. The exit "
+        "status is CMD's.",
+        usage="agenttrace run [-h] [--] CMD ...",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command to run")
+    p.set_defaults(handler=_run)
+
+
+def _command(words: list[str], usage: str) -> list[str]:
+    command = words[1:] if words[:1] == ["--"] else words
+    if not command:
+        raise CommandError(f"no command given; usage: {usage}", 2)
+    return command
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import _launch
+
+    command = _command(args.command, "agenttrace run -- python my_agent.py")
+    settings = resolve({})
+    last = os.path.join(settings.local_dir, "last.json")
+    before = _mtime(last)
+    env = _launch.started_env(os.environ, _launch.record_settings(os.environ))
+    status = _exit_status(_launch, command, env)
+    if settings.api_key is None and _mtime(last) == before:
+        _say(f"no run was recorded in {settings.local_dir}: is `{command[0]}` a Python program?")
+    return status
+
+
+def _exit_status(launch: Any, command: list[str], env: dict[str, str]) -> int:
+    try:
+        return launch.run(command, env)
+    except launch.CommandNotFound as exc:
+        raise CommandError(f"{exc}; check the command after `--`", 127) from None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="run a command in replay mode, optionally with edited answers (what-if)",
+        description="Run CMD replaying TRACE (a trace file or id; default: the last failed run "
+        "if there is one, else the last run) with no real I/O, under governance unless "
+        "--relaxed. --edit SEQ=FILE serves FILE's JSON instead of event SEQ's recorded answer "
+        "(an HTTP response body, or a tool result) and lets the run continue from there: a "
+        "counterfactual replay; calls that no longer match follow the governance level. Prints "
+        "where the replayed run was written and, when it differs from the recording, the first "
+        "divergence. The exit status is CMD's.",
+        usage="agenttrace replay [-h] [TRACE | --last | --last-failure] [--governance | "
+        "--relaxed] [--edit SEQ=FILE ...] -- CMD ...",
+    )
+    level = p.add_mutually_exclusive_group()
+    level.add_argument(
+        "--governance",
+        dest="level",
+        action="store_const",
+        const="governance",
+        help="any divergence or sandbox escape fails the run (the default)",
+    )
+    level.add_argument(
+        "--relaxed",
+        dest="level",
+        action="store_const",
+        const="relaxed",
+        help="warn, and let unmatched calls go live (recorded into the replayed run)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--last", action="store_true", help="the most recent run")
+    which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
+    p.add_argument(
+        "--edit",
+        action="append",
+        default=[],
+        metavar="SEQ=FILE",
+        help="serve FILE's JSON as event SEQ's answer (repeatable; see `agenttrace show`)",
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="[TRACE] -- CMD")
+    p.set_defaults(handler=_replay, level="governance")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from . import _counterfactual, _launch
+    from ._trace import REPLAYS_DIR, dumps
+
+    usage = "agenttrace replay [TRACE] -- python my_agent.py"
+    words = list(args.words)
+    trace = None
+    if words and words[0] != "--":
+        split = words.index("--") if "--" in words else None
+        if split is not None:
+            if split != 1:
+                raise CommandError(f"expected at most one TRACE before `--`; usage: {usage}", 2)
+            trace, words = words[0], words[1:]
+    command = _command(words, usage)
+    document, label = _replay_source(trace, args)
+    settings = resolve({})
+    replays = os.path.join(settings.local_dir, REPLAYS_DIR)
+    source = label if os.path.isfile(label) and not args.edit else None
+    if source is None:  # edited, or fetched from the backend: the child reads a file of ours
+        try:
+            edits = [_counterfactual.parse_edit(spec) for spec in args.edit]
+            served = _counterfactual.apply_edits(document, edits) if edits else document
+        except _counterfactual.EditError as exc:
+            raise CommandError(str(exc), 2) from None
+        kind = "edited" if args.edit else "source"
+        source = os.path.join(replays, f"{kind}-{document.get('trace_id') or 'trace'}.json")
+        os.makedirs(replays, exist_ok=True)
+        _write_atomically(source, dumps(served) + "\n")
+    hash_seed = str((document.get("run") or {}).get("hash_seed") or "")
+    env = _launch.started_env(
+        os.environ,
+        {
+            **_launch.replay_settings(os.path.abspath(source), args.level, hash_seed),
+            "AGENTTRACE_LOCAL_DIR": os.path.abspath(settings.local_dir),
+        },
+    )
+    last = os.path.join(replays, "last.json")
+    before = _mtime(last)
+    status = _exit_status(_launch, command, env)
+    if _mtime(last) == before:
+        _say(f"no replayed run was written to {replays}: is `{command[0]}` a Python program?")
+        return status or 1
+    _say(f"replayed run written to {last} (recording: {label})")
+    replayed, _ = _checked(last)
+    from ._console import make_console, print_comparison
+    from ._diff import compare
+
+    comparison = compare(document, replayed, "recording", "replay")
+    if comparison.equivalent:
+        _say("the replay made every call of the recording, with the same answers")
+    else:
+        print_comparison(comparison, make_console(sys.stderr))
+    return status
+
+
+def _replay_source(trace: str | None, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    if trace is not None:
+        return _load_trace(trace)
+    if args.last:
+        return _load_trace("last")
+    if args.last_failure:
+        return _load_trace("last-failure")
+    try:
+        return _load_trace("last-failure")
+    except CommandError:
+        return _load_trace("last")
+
+
+# -- show ---------------------------------------------------------------------------------------
+
+
+def _add_show(sub: Any) -> None:
+    p = sub.add_parser(
+        "show",
+        help="print a run: its steps and calls, tokens, cost and error",
+        description="Print a run as a tree of steps and the I/O inside them (seq, kind, method "
+        "and URL or tool name, status, duration, streamed chunks, tokens, redactions), then its "
+        "totals (calls, tokens, cost, wall time) and the error of a failed run. TRACE is a trace "
+        "file or a trace id (from the local store, else from the backend with "
+        "AGENTTRACE_API_KEY); the default is the most recent run.",
+    )
+    _add_trace_choice(p)
+    p.add_argument("--json", action="store_true", help="print the outline as JSON, for machines")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every event: do not fold runs of entropy/DNS events and of repeated calls",
+    )
+    p.set_defaults(handler=_show)
+
+
+def _add_trace_choice(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "trace", nargs="?", metavar="TRACE", help="a trace file, or a trace id (or its start)"
+    )
+    which.add_argument("--last", action="store_true", help="the most recent run (the default)")
+    which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
+    which.add_argument("--last-replay", action="store_true", help="the most recent replayed run")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ._outline import outline
+
+    latest = "last-failure" if args.last_failure else "last-replay" if args.last_replay else "last"
+    document, _ = _load_trace(args.trace or latest)
+    view = outline(document)
+    if args.json:
+        _print_json(view.to_json())
+        return 0
+    from ._console import make_console, print_outline
+
+    print_outline(view, make_console(), show_all=args.all)
+    return 0
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# -- diff ---------------------------------------------------------------------------------------
+
+
+def _add_diff(sub: Any) -> None:
+    p = sub.add_parser(
+        "diff",
+        help="compare two runs call by call (exit 0 when equivalent, 1 when not)",
+        description="Align the calls of two runs (a recording and its replay, two recordings, "
+        "before and after a change) and print the first divergence (which call, which step, a "
+        "JSON-path diff of request and response), then the calls changed, added and removed and "
+        "the token, cost and latency deltas. A and B are trace files, trace ids, or `last`, "
+        "`last-failure`, `last-replay` (e.g. `agenttrace diff last last-replay`). Ids, timestamps, durations, seq numbers and volatile headers "
+        "(traceparent, user-agent, x-stainless-*, date...) never count as differences. Exit status "
+        "0 when the runs are equivalent, 1 when not, 2 when a trace cannot be read.",
+    )
+    p.add_argument("a", metavar="A", help="the first run (e.g. the recording)")
+    p.add_argument("b", metavar="B", help="the second run (e.g. its replay)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(handler=_diff)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from ._diff import compare
+
+    document_a, label_a = _load_trace(args.a)
+    document_b, label_b = _load_trace(args.b)
+    comparison = compare(document_a, document_b, label_a, label_b)
+    if args.json:
+        _print_json(comparison.to_json())
+    else:
+        from ._console import make_console, print_comparison
+
+        print_comparison(comparison, make_console())
+    return 0 if comparison.equivalent else 1
+
+
+# -- finding a trace ----------------------------------------------------------------------------
+
+_TRACE_ID = re.compile(r"[0-9a-f]{4,32}")
+
+
+_LATEST = {
+    "last": "last.json",
+    "last-failure": "last-failure.json",
+    "last-replay": os.path.join(REPLAYS_DIR, "last.json"),
+}
+
+
+def _load_trace(ref: str) -> tuple[dict[str, Any], str]:
+    """The trace document a command names, checked, and a label for it: a file, a trace id
+    (or a unique start of one) in the local store, else a full id at the backend, or
+    ``last`` / ``last-failure`` / ``last-replay``. Bad input is a one-line CommandError, status 2."""
+    settings = resolve({})
+    if ref in _LATEST and not os.path.exists(ref):
+        return _latest(settings, ref)
+    if os.path.exists(ref) or os.sep in ref or ref.endswith(".json"):
+        return _checked(ref)
+    trace_id = ref.strip().lower()
+    if not _TRACE_ID.fullmatch(trace_id):
+        raise CommandError(
+            f"{ref}: no such file, and not a trace id (hex digits); pass a trace file, a trace id, "
+            "--last or --last-failure",
+            2,
+        )
+    stores = [
+        os.path.join(settings.local_dir, "traces"),
+        os.path.join(settings.local_dir, REPLAYS_DIR, "traces"),
+    ]
+    found = sorted(
+        path
+        for store in stores
+        for path in glob.glob(os.path.join(glob.escape(store), trace_id + "*.json"))
+    )
+    if len(found) == 1:
+        return _checked(found[0])
+    if len(found) > 1:
+        names = ", ".join(os.path.basename(f)[:-5] for f in found[:3])
+        raise CommandError(
+            f"{ref} is the start of {len(found)} trace ids ({names}...); give more of it", 2
+        )
+    if settings.api_key and len(trace_id) == 32:
+        document = _ApiClient(settings).get(f"/api/v1/traces/{trace_id}", not_found_status=2)
+        return _checked(document, f"trace {trace_id} at {settings.api_url}")
+    where = "" if settings.api_key else " (set AGENTTRACE_API_KEY to look in the backend too)"
+    raise CommandError(
+        f"no trace {ref} in {stores[0]}{where}; pass a trace file, a full trace id, --last or "
+        "--last-failure",
+        2,
+    )
+
+
+def _latest(settings: Settings, which: str) -> tuple[dict[str, Any], str]:
+    """The most recent run of a kind: the local store's, the backend's when a key is set (for
+    recordings), and the newer of the two when both have one."""
+    local = os.path.join(settings.local_dir, _LATEST[which])
+    found = [_checked(local)] if os.path.exists(local) else []
+    ask_backend = settings.api_key and which != "last-replay"  # replays stay local
+    if ask_backend:
+        params: dict[str, Any] = {"limit": 1}
+        if which == "last-failure":
+            params["status"] = "error"
+        client = _ApiClient(settings)
+        try:
+            listed = client.get("/api/v1/traces", params=params)["traces"]
+            if listed:
+                trace_id = listed[0]["trace_id"]
+                document = client.get(f"/api/v1/traces/{trace_id}")
+                found.append(_checked(document, f"trace {trace_id} at {settings.api_url}"))
+        except CommandError as exc:
+            if not found:
+                raise
+            _say(f"warning: {exc}; showing {local}")
+    if not found:
+        kind = {"last": "run", "last-failure": "failed run", "last-replay": "replayed run"}[which]
+        elsewhere = (
+            "" if ask_backend or which == "last-replay" else " and AGENTTRACE_API_KEY is not set"
+        )
+        raise CommandError(
+            f"no {kind} yet: {local} does not exist{elsewhere}; record a run first, or pass a "
+            "trace file or id",
+            2,
+        )
+    return max(found, key=lambda item: str((item[0].get("run") or {}).get("started_at") or ""))
+
+
+def _checked(source: Any, label: str | None = None) -> tuple[dict[str, Any], str]:
+    from ._trace import load_document
+
+    try:
+        document, read_as = load_document(source, label or "trace")
+    except EventsFileError as exc:
+        raise CommandError(str(exc), 2) from None
+    return document, label or read_as
 
 
 # -- serve --------------------------------------------------------------------------------------
@@ -269,14 +633,26 @@ def _add_pull(sub: Any) -> None:
         "AGENTTRACE_API_URL with AGENTTRACE_API_KEY, the same configuration the SDK uses.",
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help="the trace to download")
+    which.add_argument(
+        "trace_id",
+        nargs="?",
+        metavar="TRACE_ID",
+        help="the trace to download (with --as-test also a local trace file or id)",
+    )
     which.add_argument("--last", action="store_true", help="the most recent run")
     which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
-    p.add_argument(
+    out = p.add_mutually_exclusive_group()
+    out.add_argument(
         "-o",
         "--output",
         metavar="FILE",
         help="where to write it (default ./<trace_id>.json; - for stdout)",
+    )
+    out.add_argument(
+        "--as-test",
+        metavar="DIR",
+        help="write the trace and a pytest file replaying its command under governance into DIR: "
+        "it fails while the failure reproduces and passes once the agent is fixed",
     )
     p.set_defaults(handler=_pull)
 
@@ -284,6 +660,8 @@ def _add_pull(sub: Any) -> None:
 def _pull(args: argparse.Namespace) -> int:
     from ._trace import dumps
 
+    if args.as_test:
+        return _pull_as_test(args)
     settings = _backend_settings("pull")
     client = _ApiClient(settings)
     trace_id = args.trace_id
@@ -314,6 +692,21 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull_as_test(args: argparse.Namespace) -> int:
+    from ._as_test import write_test
+
+    ref = args.trace_id or ("last-failure" if args.last_failure else "last")
+    document, label = _load_trace(ref)
+    try:
+        trace_path, test_path = write_test(document, args.as_test)
+    except ValueError as exc:
+        raise CommandError(f"{label}: {exc}", 2) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write into {args.as_test}: {exc.strerror}") from None
+    _say(f"wrote {test_path} and {trace_path}: run it with `pytest {test_path}`")
+    return 0
+
+
 def _write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
@@ -336,7 +729,9 @@ class _ApiClient:
         self.url = settings.api_url
         self.key = settings.api_key or ""
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    def get(
+        self, path: str, params: dict[str, Any] | None = None, not_found_status: int = 1
+    ) -> Any:
         import requests
 
         try:
@@ -364,7 +759,9 @@ class _ApiClient:
                 f"the backend at {self.url} rejected API key {mask_key(self.key)}: {message}"
             )
         if response.status_code == 404:
-            raise CommandError(f"{message} (at {self.url}, for key {mask_key(self.key)})")
+            raise CommandError(
+                f"{message} (at {self.url}, for key {mask_key(self.key)})", not_found_status
+            )
         raise CommandError(
             f"the backend at {self.url} answered HTTP {response.status_code}: {message}"
         )

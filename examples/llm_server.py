@@ -1,7 +1,8 @@
 """A tiny, dependency-free local server that plays an LLM provider and a few tools.
 
-It speaks enough of the OpenAI Chat Completions and Anthropic Messages APIs for the real
-`openai` and `anthropic` SDKs (streaming included), plus plain tool endpoints that exercise
+It speaks enough of the OpenAI Chat Completions and Responses APIs and the Anthropic Messages
+API for the real `openai` and `anthropic` SDKs (streaming included, with token usage the way
+each provider reports it, cache and reasoning tokens too), plus plain tool endpoints that exercise
 the awkward corners of HTTP capture: gzip, binary bodies, error statuses, slow answers, SSE
 and chunked transfer-encoding. Answers are deterministic so recordings can be compared.
 
@@ -26,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -317,12 +318,35 @@ def openai_reply(body: dict[str, Any]) -> dict[str, Any]:
     return {"text": f"Hello! You said: {text}" if text else "Hello!"}
 
 
-def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
-    prompt = sum(len(_text_of(m.get("content")).split()) for m in body.get("messages") or [])
+# Token counts are words, so tests can predict them. Caching and reasoning are simulated
+# without state, so equal requests always get equal answers:
+# - OpenAI: the system prompt (chat) or the instructions (Responses) count as cached input,
+#   as if the provider had seen that prefix before;
+# - Anthropic: blocks marked with `cache_control` are read from the cache in `system` and
+#   written to it in `messages`;
+# - asking for reasoning (`reasoning_effort` / `reasoning`) adds REASONING_TOKENS output tokens.
+REASONING_TOKENS = 16
+
+
+def _words(content: Any) -> int:
+    return len(_text_of(content).split())
+
+
+def _reasoning(body: dict[str, Any]) -> int:
+    return REASONING_TOKENS if body.get("reasoning_effort") or body.get("reasoning") else 0
+
+
+def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
+    messages = body.get("messages") or []
+    prompt = sum(_words(m.get("content")) for m in messages)
+    cached = sum(_words(m.get("content")) for m in messages if m.get("role") == "system")
+    reasoning = _reasoning(body)
     return {
         "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "completion_tokens": completion + reasoning,
+        "total_tokens": prompt + completion + reasoning,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0},
     }
 
 
@@ -382,6 +406,136 @@ def openai_chunks(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield {**base, "choices": [], "usage": _usage(body, completion)}
 
 
+# --------------------------------------------------------------------------- OpenAI Responses
+
+
+def _response_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Responses API `input` as a list of items (a bare string is one user message)."""
+    items = body.get("input")
+    if isinstance(items, str):
+        return [{"type": "message", "role": "user", "content": items}]
+    return [i for i in items or [] if isinstance(i, dict)]
+
+
+def responses_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """Decide the turn, as `openai_reply` does: `{"text": str}` or `{"tool_calls": [...]}`."""
+    items = _response_items(body)
+    outputs = []
+    for item in reversed(items):
+        if item.get("type") != "function_call_output":
+            break
+        outputs.append(_text_of(item.get("output")))
+    if outputs:
+        return {"text": describe_tool_results(list(reversed(outputs)))}
+    last = items[-1] if items else {}
+    text = _text_of(last.get("content"))
+    if body.get("tools") and last.get("role") == "user":
+        names = [t.get("name") for t in body["tools"]]
+        name = "get_weather" if "get_weather" in names else (names[0] or "get_weather")
+        calls = [
+            (f"call_{_digest([items, i])}", name, json.dumps({"city": city}))
+            for i, city in enumerate(cities_in(text))
+        ]
+        return {"tool_calls": calls}
+    return {"text": f"Hello! You said: {text}" if text else "Hello!"}
+
+
+def _responses_usage(body: dict[str, Any], output: int) -> dict[str, Any]:
+    items = _response_items(body)
+    words = sum(_words(i.get("content") or i.get("output")) for i in items)
+    cached = _words(body.get("instructions"))
+    reasoning = _reasoning(body)
+    return {
+        "input_tokens": words + cached,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "output_tokens": output + reasoning,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": words + cached + output + reasoning,
+    }
+
+
+def responses_output(body: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The output items of a Responses API answer and its output token count."""
+    reply = responses_reply(body)
+    if "tool_calls" in reply:
+        items = [
+            {"id": f"fc_{cid[5:]}", "type": "function_call", "status": "completed"}
+            | {"call_id": cid, "name": name, "arguments": args}
+            for cid, name, args in reply["tool_calls"]
+        ]
+        return items, 10 * len(items)
+    text = {"type": "output_text", "text": reply["text"], "annotations": [], "logprobs": []}
+    message = {"id": f"msg_{_digest(body)}", "type": "message", "role": "assistant"}
+    return [{**message, "status": "completed", "content": [text]}], len(_tokens(reply["text"]))
+
+
+def openai_response(body: dict[str, Any]) -> dict[str, Any]:
+    output, tokens = responses_output(body)
+    return {
+        "id": f"resp_{_digest(body)}",
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "model": body.get("model", "local-model"),
+        "instructions": body.get("instructions"),
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "previous_response_id": body.get("previous_response_id"),
+        "text": {"format": {"type": "text"}},
+        "error": None,
+        "incomplete_details": None,
+        "metadata": {},
+        "usage": _responses_usage(body, tokens),
+    }
+
+
+def responses_events(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The Responses API stream, numbered: lifecycle events around each item's deltas."""
+    for number, event in enumerate(_responses_events(body)):
+        yield event["type"], {**event, "sequence_number": number}
+
+
+def _responses_events(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    final = openai_response(body)
+    started = {**final, "status": "in_progress", "output": [], "usage": None}
+    yield {"type": "response.created", "response": started}
+    yield {"type": "response.in_progress", "response": started}
+    for index, item in enumerate(final["output"]):
+        at = {"output_index": index, "item_id": item["id"]}
+        if item["type"] == "message":
+            part = item["content"][0]
+            yield {
+                "type": "response.output_item.added",
+                "output_index": index,
+                "item": {**item, "status": "in_progress", "content": []},
+            }
+            empty = {**part, "text": ""}
+            yield {"type": "response.content_part.added", **at, "content_index": 0, "part": empty}
+            for token in _tokens(part["text"]):
+                delta = {"delta": token, "logprobs": []}
+                yield {"type": "response.output_text.delta", **at, "content_index": 0, **delta}
+            done = {"text": part["text"], "logprobs": []}
+            yield {"type": "response.output_text.done", **at, "content_index": 0, **done}
+            yield {"type": "response.content_part.done", **at, "content_index": 0, "part": part}
+        else:
+            yield {
+                "type": "response.output_item.added",
+                "output_index": index,
+                "item": {**item, "status": "in_progress", "arguments": ""},
+            }
+            for piece in _pieces(item["arguments"]):
+                yield {"type": "response.function_call_arguments.delta", **at, "delta": piece}
+            done = {"arguments": item["arguments"], "name": item["name"]}
+            yield {"type": "response.function_call_arguments.done", **at, **done}
+        yield {"type": "response.output_item.done", "output_index": index, "item": item}
+    yield {"type": "response.completed", "response": final}
+
+
 # --------------------------------------------------------------------------- Anthropic
 
 
@@ -406,10 +560,22 @@ def anthropic_content(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     return [{"type": "text", "text": f"Hello! You said: {text}" if text else "Hello!"}], "end_turn"
 
 
+def _cache_marked_words(content: Any) -> int:
+    blocks = content if isinstance(content, list) else []
+    return sum(_words([b]) for b in blocks if isinstance(b, dict) and b.get("cache_control"))
+
+
 def _anthropic_usage(body: dict[str, Any], output: int) -> dict[str, int]:
-    system = _text_of(body.get("system"))
-    words = sum(len(_text_of(m.get("content")).split()) for m in body.get("messages") or [])
-    return {"input_tokens": words + len(system.split()), "output_tokens": output}
+    messages = body.get("messages") or []
+    words = sum(_words(m.get("content")) for m in messages) + _words(body.get("system"))
+    read = _cache_marked_words(body.get("system"))
+    written = sum(_cache_marked_words(m.get("content")) for m in messages)
+    return {
+        "input_tokens": words - read - written,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "output_tokens": output,
+    }
 
 
 def _output_tokens(blocks: list[dict[str, Any]]) -> int:
@@ -460,10 +626,9 @@ def anthropic_events(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]
             )
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
     stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
-    yield (
-        "message_delta",
-        {"type": "message_delta", "delta": stop, "usage": {"output_tokens": output}},
-    )
+    # The final usage is cumulative, input and cache counts included, as the API sends it.
+    usage = {**message["usage"], "output_tokens": output}
+    yield "message_delta", {"type": "message_delta", "delta": stop, "usage": usage}
     yield "message_stop", {"type": "message_stop"}
 
 
@@ -603,18 +768,32 @@ class Handler(BaseHTTPRequestHandler):
             "text/event-stream", [*events, b"data: [DONE]\n\n"], self.server.chunk_delay
         )
 
+    def _json_or_events(
+        self,
+        body: dict[str, Any],
+        answer: Callable[[dict[str, Any]], dict[str, Any]],
+        events: Callable[[dict[str, Any]], Iterable[tuple[str, dict[str, Any]]]],
+    ) -> None:
+        """The whole answer as JSON, or (``stream``) as named server-sent events."""
+        if not body.get("stream"):
+            self.send_json(200, answer(body))
+            return
+        parts = [
+            b"event: %s\ndata: %s\n\n" % (name.encode(), json.dumps(data).encode())
+            for name, data in events(body)
+        ]
+        self.send_chunked("text/event-stream", parts, self.server.chunk_delay)
+
+    # Not `responses`: BaseHTTPRequestHandler.responses is its table of status phrases.
+    def openai_responses(self) -> None:
+        body = self.json_body()
+        if body is not None:
+            self._json_or_events(body, openai_response, responses_events)
+
     def messages(self) -> None:
         body = self.json_body()
-        if body is None:
-            return
-        if not body.get("stream"):
-            self.send_json(200, anthropic_message(body))
-            return
-        events = [
-            b"event: %s\ndata: %s\n\n" % (name.encode(), json.dumps(data).encode())
-            for name, data in anthropic_events(body)
-        ]
-        self.send_chunked("text/event-stream", events, self.server.chunk_delay)
+        if body is not None:
+            self._json_or_events(body, anthropic_message, anthropic_events)
 
     def traces_ingest(self) -> None:
         """Where openai-agents exports its own traces (pointed here instead of OpenAI)."""
@@ -717,6 +896,8 @@ class Handler(BaseHTTPRequestHandler):
 ROUTES = {
     ("POST", "/v1/chat/completions"): Handler.chat_completions,
     ("POST", "/chat/completions"): Handler.chat_completions,
+    ("POST", "/v1/responses"): Handler.openai_responses,
+    ("POST", "/responses"): Handler.openai_responses,
     ("POST", "/v1/messages"): Handler.messages,
     ("GET", "/v1/models"): Handler.models,
     ("POST", "/v1/traces/ingest"): Handler.traces_ingest,

@@ -89,9 +89,34 @@ def run_python(
     )
 
 
+def cli(
+    *args: str, cwd: str | os.PathLike[str] | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`agenttrace ARGS` in a fresh interpreter with `clean_env(env)`, output piped (plain text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agenttrace.cli", *args],
+        cwd=cwd,
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def llm_server() -> Iterator[LLMServer]:
     """A fresh local OpenAI/Anthropic/tool server for one test; see examples/llm_server.py."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_llm_server() -> Iterator[LLMServer]:
+    """One local server for a whole test module, for recordings made once and shared."""
     server = start_server()
     try:
         yield server

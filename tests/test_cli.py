@@ -7,31 +7,18 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import agenttrace_serve, clean_env, free_port, run_python
+from conftest import agenttrace_serve, cli, free_port, run_python
 
 from agenttrace.cli import main
 
 KEY = "at_test_cli_0123456789abcdefghijklmnopqrs"
 OTHER_KEY = "at_live_cli_other_0123456789abcdefghijk"
-
-
-def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agenttrace.cli", *args],
-        cwd=cwd,
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import openai
 import pytest
 import requests
 from conftest import EXAMPLES_DIR, run_python
+from llm_server import weather_for
 
 WEATHER_TOOL = {
     "type": "function",
@@ -160,6 +161,75 @@ def test_openai_forced_error(oai):
         oai.chat.completions.create(model="error-429", messages=[{"role": "user", "content": "x"}])
 
 
+def test_openai_usage_reports_cached_and_reasoning_tokens(oai):
+    messages = [
+        {"role": "system", "content": "you answer briefly"},
+        {"role": "user", "content": "hi"},
+    ]
+    plain = oai.chat.completions.create(model="m", messages=messages)
+    assert plain.usage.prompt_tokens == 4
+    assert plain.usage.prompt_tokens_details.cached_tokens == 3  # the system prompt
+    assert plain.usage.completion_tokens_details.reasoning_tokens == 0
+    thinking = oai.chat.completions.create(model="m", messages=messages, reasoning_effort="low")
+    assert thinking.usage.completion_tokens_details.reasoning_tokens == 16
+    assert thinking.usage.completion_tokens == plain.usage.completion_tokens + 16
+
+
+# ------------------------------------------------------------------ OpenAI Responses
+
+RESPONSES_WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    **{"parameters": WEATHER_TOOL["function"]["parameters"]},
+}
+
+
+def test_responses_create(oai, llm_server):
+    reply = oai.responses.create(model="m", input="hi there", instructions="be brief")
+    assert reply.output_text == "Hello! You said: hi there"
+    assert reply.status == "completed" and reply.id.startswith("resp_")
+    usage = reply.usage
+    assert (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (4, 2)
+    assert usage.output_tokens == 5 and usage.output_tokens_details.reasoning_tokens == 0
+    assert llm_server.requests[-1][:2] == ("POST", "/v1/responses")
+
+
+def test_responses_tool_round_trip(oai, llm_server):
+    question = [{"role": "user", "content": "Weather in Oslo and Lima?"}]
+    first = oai.responses.create(
+        model="m", input=question, tools=[RESPONSES_WEATHER_TOOL], reasoning={"effort": "low"}
+    )
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [json.loads(c.arguments) for c in calls] == [{"city": "Oslo"}, {"city": "Lima"}]
+    assert first.usage.output_tokens_details.reasoning_tokens == 16
+    results = [
+        {"type": "function_call_output", "call_id": c.call_id, "output": json.dumps(w)}
+        for c, w in zip(calls, [weather_for("Oslo"), weather_for("Lima")], strict=True)
+    ]
+    history = question + [c.model_dump(exclude_none=True) for c in calls] + results
+    final = oai.responses.create(model="m", input=history, tools=[RESPONSES_WEATHER_TOOL])
+    assert "In Oslo it is" in final.output_text and "In Lima it is" in final.output_text
+
+
+def test_responses_stream(oai):
+    events = list(oai.responses.create(model="m", input="stream me", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "Hello! You said: stream me" and len(deltas) > 1
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].response.usage.output_tokens == len(deltas)
+
+    with oai.responses.stream(
+        model="m", input="Weather in Rome?", tools=[RESPONSES_WEATHER_TOOL]
+    ) as s:
+        for _ in s:
+            pass
+        final = s.get_final_response()
+    assert json.loads(final.output[0].arguments) == {"city": "Rome"}
+
+
 # ------------------------------------------------------------------ Anthropic
 
 
@@ -229,6 +299,24 @@ def test_anthropic_create_stream_true(claude):
     )
     assert [e.type for e in events][:2] == ["message_start", "content_block_start"]
     assert [e.type for e in events][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+def test_anthropic_usage_reports_cache_tokens(claude):
+    system = [
+        {"type": "text", "text": "a long cached system", "cache_control": {"type": "ephemeral"}}
+    ]
+    content = [
+        {"type": "text", "text": "cache these words ", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "hi"},
+    ]
+    messages = [{"role": "user", "content": content}]
+    reply = claude.messages.create(model="c", max_tokens=64, system=system, messages=messages)
+    usage = reply.usage
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (4, 3)
+    assert usage.input_tokens == 1
+    with claude.messages.stream(model="c", max_tokens=64, system=system, messages=messages) as s:
+        streamed = s.get_final_message().usage
+    assert streamed.model_dump() == usage.model_dump()
 
 
 # ------------------------------------------------------------------ tool endpoints

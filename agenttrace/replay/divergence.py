@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from .._jsondiff import MISSING, Difference, differences, short
 from .engine import ReplayEngine
 from .matching import request_key
 
@@ -100,7 +101,7 @@ def body_diff(recorded: str, actual: str) -> str:
     except ValueError:
         a = b = None
     else:
-        diffs = list(json_differences(a, b, "body"))
+        diffs = list(differences(a, b, "body"))
         if diffs:
             text = "; ".join(_describe(d) for d in diffs[:3])
             text += f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
@@ -119,55 +120,30 @@ CLOCK_HINT = (
     "time.monotonic)"
 )
 
-Difference = tuple[str, str, Any, Any]  # (path, what: "changed"|"added"|"removed"|"length", a, b)
-
-
-def json_differences(a: Any, b: Any, path: str) -> Iterator[Difference]:
-    """Each difference between two JSON values (recorded ``a``, now ``b``), with its path."""
-    if type(a) is not type(b):
-        yield (path, "changed", a, b)
-    elif isinstance(a, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            if key not in a:
-                yield (f"{path}.{key}", "added", None, b[key])
-            elif key not in b:
-                yield (f"{path}.{key}", "removed", a[key], None)
-            else:
-                yield from json_differences(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list):
-        if len(a) != len(b):
-            yield (path, "length", len(a), len(b))
-        for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            yield from json_differences(x, y, f"{path}[{i}]")
-    elif a != b:
-        yield (path, "changed", a, b)
-
 
 def json_diff(a: Any, b: Any, path: str) -> Iterator[str]:
     """Each difference between two JSON values, as ``path: recorded X, now Y``."""
-    for difference in json_differences(a, b, path):
+    for difference in differences(a, b, path):
         yield _describe(difference)
 
 
-def _describe(difference: Difference) -> str:
-    path, what, a, b = difference
-    if what == "added":
-        return f"{path}: not recorded, now {_short(b)}"
-    if what == "removed":
-        return f"{path}: recorded {_short(a)}, now missing"
-    if what == "length":
-        return f"{path}: recorded {a} items, now {b}"
-    return f"{path}: recorded {_short(a)}, now {_short(b)}"
+def _describe(d: Difference) -> str:
+    if d.lengths:
+        return f"{d.path}: recorded {d.a} items, now {d.b}"
+    if d.a is MISSING:
+        return f"{d.path}: not recorded, now {short(d.b)}"
+    if d.b is MISSING:
+        return f"{d.path}: recorded {short(d.a)}, now missing"
+    return f"{d.path}: recorded {short(d.a)}, now {short(d.b)}"
 
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _EPOCH_RANGES = ((1e9, 4e9), (1e12, 4e12), (1e15, 4e15), (1e18, 4e18))  # s, ms, µs, ns
 
 
-def _timestamps(difference: Difference) -> bool:
+def _timestamps(d: Difference) -> bool:
     """Both sides look like a point in time (ISO 8601 text, or epoch s/ms/µs/ns)."""
-    _, what, a, b = difference
-    return what == "changed" and _timestamp(a) and _timestamp(b)
+    return not d.lengths and _timestamp(d.a) and _timestamp(d.b)
 
 
 def _timestamp(value: Any) -> bool:
@@ -176,8 +152,3 @@ def _timestamp(value: Any) -> bool:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return any(low <= value < high for low, high in _EPOCH_RANGES)
     return False
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "…"
