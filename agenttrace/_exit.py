@@ -87,6 +87,8 @@ def _os_exit(session: Ending, patches: Patches, pid: int) -> None:
         original(status)
 
     patches.replace(os, "_exit", _exit)
+    # the same function under its own module's name (governance.exit wraps both too)
+    patches.replace(sys.modules["posix" if os.name == "posix" else "nt"], "_exit", _exit)
 
 
 def _sigterm(session: Ending, patches: Patches, pid: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _context, _trace
+
+logger = logging.getLogger("agenttrace")
 
 
 class RunHandle:
@@ -30,6 +33,8 @@ class RunHandle:
         self.implicit = implicit
         self.events: list[dict[str, Any]] = []
         self.clock: dict[str, list[int]] = {}  # wall-clock reads (ns) per flow, in order
+        self.calls = 0  # I/O calls of any kind, for the run's totals
+        self.llm_calls: list[Any] = []  # the LLM calls read from them (_genai.LLMCall)
         self.failed: str | None = None
         self.ending: dict[str, Any] | None = None  # how the process cut it short (terminate)
         self.ended = False
@@ -53,12 +58,21 @@ class RunHandle:
         if self.ending is None:
             self.ending = how
 
+    def count(self, event: dict[str, Any], llm_call: Any = None) -> None:
+        """A finished event, for the run's totals (calls, tokens, cost on the root span)."""
+        if _trace.is_call(event):
+            self.calls += 1
+        if llm_call is not None:
+            self.llm_calls.append(llm_call)
+
     def end(self) -> None:
         if self.ended:
             return
         self.ended = True
         if self.events:
             self.span.set_attribute(_trace.ATTR_EVENTS, _trace.dumps_compact(self.events))
+        if self.calls:
+            self._set_totals()
         if self.ending is not None:
             self.span.set_attribute(_trace.ATTR_RUN_STATUS, "terminated")
             self.span.set_attribute(_trace.ATTR_RUN_EXIT, _trace.dumps_compact(self.ending))
@@ -69,6 +83,15 @@ class RunHandle:
         else:
             self.span.set_status(Status(StatusCode.OK))
         self.span.end()
+
+    def _set_totals(self) -> None:
+        from ._cost import totals_of  # prices load on the first run that has calls
+
+        try:
+            totals = totals_of(self.calls, self.llm_calls)
+            self.span.set_attributes(totals.span_attributes())
+        except Exception:  # a price table we cannot read leaves the totals out, nothing else
+            logger.exception("agenttrace: could not total the run's tokens and cost")
 
 
 class Runs:

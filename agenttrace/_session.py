@@ -174,8 +174,10 @@ class Session:
             _exit.track(self, patches)
         random.seed(self.facts["seed"])
         if self.gate is not None:
-            sandbox.warm_platform_caches()
-            governance_hook.activate(self.gate)
+            # Owning the process, a governed replay seals it for good (governance.hook), unless
+            # the process is a pytest run: there init() is one test's session among others.
+            seal = self.owns_exit and not _runs_pytest()
+            sandbox.close(self.gate, patches, seal=seal, finish=self.stop)
         entropy.install(patches)
         if not clock.install(patches):
             logger.warning("agenttrace: time-machine is unusable; wall-clock reads not recorded")
@@ -196,8 +198,6 @@ class Session:
             return
         self._stopped = True
         capture_mode.deactivate(self.mode)
-        if self.gate is not None:
-            governance_hook.deactivate(self.gate)
         self.mode.close_open()  # streams the agent never closed still get recorded
         self.runs.close_all(self.failure, self.ending)
         self.spans.shutdown()
@@ -206,6 +206,7 @@ class Session:
             self.store.announce()
         if self.player is not None:
             self.failed = self.player.report()
+            governance_hook.disarm(self.player.gate)
         self.patches.undo()
         if self._finaliser is not None:
             # A short run must not cut the finalising of a killed one short each time (it would
@@ -336,3 +337,9 @@ def _router(provider: TracerProvider) -> _Router:
         provider.add_span_processor(router)
         provider._agenttrace_router = router  # type: ignore[attr-defined]
     return router
+
+
+def _runs_pytest() -> bool:
+    # The program itself (``pytest``, ``python -m pytest``), not a library that imports pytest.
+    main = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return "pytest" in os.path.normpath(main).split(os.sep)[-2:]

@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .._config import Settings, mask_key
 from ..errors import ConfigError
+from ..governance.hook import exempt_thread
 from .spool import Spool, default_spool_dir, max_spool_bytes
 
 DEFAULT_EXPORT_TIMEOUT = 5.0
@@ -329,6 +330,7 @@ class BackendSpanProcessor(SpanProcessor):
         self._drainer: threading.Thread | None = None
         self._sender = Sender(self._api_url, self._api_key)
         self._worker = threading.Thread(target=self._run, name="agenttrace-export", daemon=True)
+        exempt_thread(self._worker)  # by identity: a replay's gate is not for our own export
         self._worker.start()
         self._start_drainer()
 
@@ -595,6 +597,7 @@ class BackendSpanProcessor(SpanProcessor):
         ):
             return
         self._drainer = threading.Thread(target=self._drain, name="agenttrace-spool", daemon=True)
+        exempt_thread(self._drainer)
         self._drainer.start()
 
     def _drain(self) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from agenttrace.errors import GovernanceViolation, ReplayDivergence, SandboxEscape
 from agenttrace.governance import Governance
@@ -42,8 +45,34 @@ def test_unix_sockets_exemptions_and_pass_through_are_not_escapes():
     assert relaxed.violations == []
 
 
+# For each watched event, arguments that mean the outside world when a sealed replay judges them.
+OUTSIDE = {
+    "socket.__new__": (object(), socket.AF_INET, socket.SOCK_STREAM, 0),
+    "ctypes.dlsym": (object(), "connect"),
+    "ctypes.dlsym/handle": (0, "__libc_system"),
+    "import": ("posix", None, [], [], []),
+}
+
+
 def test_one_watched_list_and_each_event_is_described():
     assert {"socket.connect", "socket.sendto", "socket.sendmsg", "os.posix_spawn"} <= WATCHED
+    assert {"agenttrace.fork_exec", "ctypes.dlsym", "socket.__new__"} <= WATCHED
     for event in WATCHED:
-        described = describe(event, ("a", ("203.0.113.7", 1)))
+        described = describe(event, OUTSIDE.get(event, ("a", ("203.0.113.7", 1))), sealed=True)
         assert described is not None and all(described), event
+
+
+def test_what_is_not_the_outside_world():
+    assert describe("socket.__new__", (object(), socket.AF_UNIX, 1, 0), sealed=True) is None
+    assert describe("socket.__new__", (object(), -1, -1, -1), sealed=True) is None  # fromfd
+    assert describe("socket.__new__", OUTSIDE["socket.__new__"]) is None  # not sealed
+    assert describe("ctypes.dlsym", (object(), "getpid")) is None
+    assert describe("ctypes.dlsym", (object(), 12)) is None  # by ordinal
+    assert describe("import", ("json", None, [], [], []), sealed=True) is None
+    assert describe("import", OUTSIDE["import"]) is None  # re-imports matter once sealed
+
+
+def test_opentelemetry_suppression_opens_nothing():
+    gate = Governance(strict=True)
+    with suppress_instrumentation(), pytest.raises(SandboxEscape, match="203.0.113.7"):
+        gate.audit("socket.connect", (object(), ("203.0.113.7", 443)))

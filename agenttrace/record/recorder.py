@@ -10,7 +10,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
-from .. import _context, _trace
+from .. import _context, _genai, _trace
 from .._body import encode_body, header
 from .._redaction import Redactor
 from .._runs import RunHandle, Runs
@@ -22,6 +22,7 @@ from ..capture import (
     SessionCall,
     ToolCall,
     ToolRun,
+    internal_errors,
     messages,
     tools,
 )
@@ -37,6 +38,7 @@ class Recorder:
         self.redactor = redactor
         self._open: dict[int, Capture] = {}  # dict set/pop are atomic under the GIL
         self._node_logged: int | None = None
+        self._capture_content = _genai.capture_content_from_env()
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class Recorder:
         spans): the one way every completed event leaves the Recorder."""
         payload = _trace.dumps_compact(event)
         span = capture.span
+        self._describe(capture, event)
         if capture.own_span:
             span.set_attribute(_trace.ATTR_EVENT, payload)
             span.end()
@@ -155,6 +158,15 @@ class Recorder:
                 attributes={_trace.ATTR_SEQ: capture.seq, _trace.ATTR_EVENT: payload},
             )
             late.end()
+
+    def _describe(self, capture: Capture, event: dict[str, Any] | None) -> None:
+        """What an LLM-aware backend reads: GenAI attributes and the span name ``chat <model>``
+        for an LLM call; and the call counted in its run's totals."""
+        if event is None:
+            return
+        call = describe_call(capture, event, self._capture_content)
+        if capture.run is not None:
+            capture.run.count(event, call)
 
     def close_open(self) -> None:
         """Complete the streams and sessions the agent never closed, so they still get
@@ -255,3 +267,18 @@ def _claimed(span: trace.Span) -> bool:
     span of its first call, so the next hop gets a span of its own instead of overwriting it."""
     attributes = getattr(span, "attributes", None) or {}
     return _trace.ATTR_SEQ in attributes
+
+
+def describe_call(capture: Capture, event: dict[str, Any], content: bool) -> _genai.LLMCall | None:
+    """Name and attribute a finished HTTP call's span as an LLM call, when it is one."""
+    if event.get("kind") != "http":
+        return None
+    with internal_errors("read an LLM call"):
+        call = _genai.parse_call(event, content=content)
+        span = capture.span
+        if call is not None and (capture.own_span or span.is_recording()):
+            if capture.own_span:
+                span.update_name(call.span_name)
+            span.set_attributes(_genai.call_attributes(call))
+        return call
+    return None

@@ -42,7 +42,7 @@ from ..capture.exchange import span_attributes
 from ..capture.messages import session_key
 from ..governance import Governance
 from ..record import Recorder
-from ..record.recorder import outer_client_span, where
+from ..record.recorder import describe_call, outer_client_span, where
 from . import divergence
 from .clock import ReplayClock
 from .engine import ReplayEngine
@@ -255,6 +255,7 @@ class ReplaySpanProcessor(SpanProcessor):
         # The replayed run only goes to the local store, so its events ride on the run's root
         # span (like entropy) and are serialised once, when the run is written.
         capture.run.events.append(event)
+        capture.run.count(event, describe_call(capture, event, content=False))
         if capture.own_span:
             capture.span.end()
 

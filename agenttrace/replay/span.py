@@ -49,6 +49,9 @@ class ReplaySpan:
     def set_attribute(self, key: str, value: Any) -> None:
         self._attributes[key] = value
 
+    def update_name(self, name: str) -> None:
+        self._name = name
+
     def set_attributes(self, attributes: dict[str, Any]) -> None:
         self._attributes.update(attributes)
 
