@@ -48,19 +48,22 @@ class Ending(Protocol):
 def track(session: Ending, patches: Patches) -> None:
     """Watch every way the process can end, for ``session`` (its patches undo it all)."""
     pid = os.getpid()
-    _exceptions(session, patches)
+    interrupted = _exceptions(session, patches)
     _os_exit(session, patches, pid)
     _sigterm(session, patches, pid)
-    _at_exit(session, patches)
+    _at_exit(session, patches, interrupted)
 
 
-def _exceptions(session: Ending, patches: Patches) -> None:
-    """Uncaught exceptions and ``sys.exit`` status: atexit learns of neither."""
+def _exceptions(session: Ending, patches: Patches) -> list[bool]:
+    """Uncaught exceptions and ``sys.exit`` status: atexit learns of neither. Returns whether
+    a ``KeyboardInterrupt`` went uncaught (``[True]`` once it did)."""
     original_excepthook = sys.excepthook
     original_exit = sys.exit
+    interrupted = [False]
 
     def excepthook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
         if issubclass(exc_type, KeyboardInterrupt):
+            interrupted[0] = True
             if session.ending is None:
                 session.ending = {"signal": "SIGINT"}
         elif session.failure is None:
@@ -76,15 +79,20 @@ def _exceptions(session: Ending, patches: Patches) -> None:
 
     patches.replace(sys, "excepthook", excepthook)
     patches.replace(sys, "exit", exit)
+    return interrupted
 
 
 def _os_exit(session: Ending, patches: Patches, pid: int) -> None:
-    original = os._exit
+    # What the wrapper uses is kept in its closure: agent code resetting our modules' globals
+    # (a governed replay's escape tests do) must not keep the process from exiting.
+    original, getpid, quietly = os._exit, os.getpid, _quietly
 
     def _exit(status: int) -> None:
-        if os.getpid() == pid:
-            _quietly(session.terminate, {"by": "os._exit", "exit_status": status})
-        original(status)
+        try:
+            if getpid() == pid:
+                quietly(session.terminate, {"by": "os._exit", "exit_status": status})
+        finally:
+            original(status)
 
     patches.replace(os, "_exit", _exit)
     # the same function under its own module's name (governance.exit wraps both too)
@@ -98,24 +106,27 @@ def _sigterm(session: Ending, patches: Patches, pid: int) -> None:
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return  # the agent's own handler (or SIG_IGN) decides what SIGTERM does
-    original_exit = os._exit
+    original_exit, getpid, kill, quietly = os._exit, os.getpid, os.kill, _quietly
+    set_handler, default, thread = signal.signal, signal.SIG_DFL, threading.Thread
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        if os.getpid() == pid:
-            # Python runs this in the main thread between two bytecodes, maybe while it holds
-            # one of our locks: the runs are written from another thread, within a bound.
-            how = {"signal": signal.Signals(signum).name}
-            writer = threading.Thread(
-                target=_quietly,
-                args=(session.terminate, how),
-                name="agenttrace-terminate",
-                daemon=True,
-            )
-            writer.start()
-            writer.join(session.stop_timeout)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)  # dies of the signal, as without AgentTrace
-        original_exit(128 + signum)  # only if the signal is blocked in every thread
+        try:
+            if getpid() == pid:
+                # Python runs this in the main thread between two bytecodes, maybe while it
+                # holds one of our locks: the runs are written from another thread, in a bound.
+                how = {"signal": signal.Signals(signum).name}
+                writer = thread(
+                    target=quietly,
+                    args=(session.terminate, how),
+                    name="agenttrace-terminate",
+                    daemon=True,
+                )
+                writer.start()
+                writer.join(session.stop_timeout)
+        finally:
+            set_handler(signum, default)
+            kill(getpid(), signum)  # dies of the signal, as without AgentTrace
+            original_exit(128 + signum)  # only if the signal is blocked in every thread
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -131,12 +142,14 @@ def _sigterm(session: Ending, patches: Patches, pid: int) -> None:
     patches.on_undo(restore)
 
 
-def _at_exit(session: Ending, patches: Patches) -> None:
+def _at_exit(session: Ending, patches: Patches, interrupted: list[bool]) -> None:
     def at_exit() -> None:
         try:
             session.stop()
         except Exception:
             logger.exception("agenttrace: error at exit")
+        if interrupted[0]:
+            _keep_sigint_exit()
         if session.failed:
             try:
                 sys.stdout.flush()
@@ -147,6 +160,17 @@ def _at_exit(session: Ending, patches: Patches) -> None:
 
     atexit.register(at_exit)
     patches.on_undo(lambda: atexit.unregister(at_exit))
+
+
+def _keep_sigint_exit() -> None:
+    """After an uncaught ``KeyboardInterrupt`` CPython exits by SIGINT (-2, 130 in a shell),
+    unless source code was evaluated since: every ``exec`` of a string (a dataclass, a
+    namedtuple made while our stop imports what it needs) clears the flag that says so. Raising
+    one the same way sets it again, as it was."""
+    try:
+        exec("raise KeyboardInterrupt")
+    except KeyboardInterrupt:
+        pass
 
 
 def _quietly(action: Callable[[dict[str, Any]], None], how: dict[str, Any]) -> None:
