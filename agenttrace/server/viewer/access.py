@@ -57,9 +57,7 @@ class KeyAccess:
 
     signs_in = True
 
-    def __init__(
-        self, projects: Mapping[str, str], source_for: Callable[[str], RunSource]
-    ) -> None:
+    def __init__(self, projects: Mapping[str, str], source_for: Callable[[str], RunSource]) -> None:
         """``projects``: API key -> project id; ``source_for(project)``: that project's runs."""
         self._by_digest = {_digest(key): project for key, project in projects.items()}
         self._secrets = {project: _secret(key) for key, project in projects.items()}

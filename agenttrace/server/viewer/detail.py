@@ -94,7 +94,9 @@ def event_detail(event: Mapping[str, Any], line: EventLine) -> Detail:
         detail.sections = _LAYOUTS.get(line.kind, _other)(event)
     except Exception as exc:  # a malformed event: what we could read, and the raw JSON
         logger.debug("agenttrace viewer: cannot lay out event %s", line.seq, exc_info=True)
-        detail.note = f"this event could not be laid out ({type(exc).__name__}: {exc}); its raw JSON is below"
+        detail.note = (
+            f"this event could not be laid out ({type(exc).__name__}: {exc}); its raw JSON is below"
+        )
     return detail
 
 
@@ -165,7 +167,7 @@ def _stream(section: Section, response: Mapping[str, Any]) -> None:
     if times:
         timing += f", first at {duration(times[0])}, last at {duration(times[-1])}"
     section.facts.append(("stream", timing))
-    text = _sse.stream_text(response)
+    text = _sse.stream_text({"chunks": chunks})  # what is not a stored chunk is left out
     events = sum(1 for _ in _sse.events(text))
     if events:
         section.facts.append(("server-sent events", str(events)))
@@ -219,9 +221,7 @@ def _tool(event: Mapping[str, Any]) -> list[Section]:
 def _mcp(event: Mapping[str, Any]) -> list[Section]:
     section = Section(
         "MCP session",
-        facts=[
-            (name, str(event[name])) for name in ("transport", "server") if event.get(name)
-        ],
+        facts=[(name, str(event[name])) for name in ("transport", "server") if event.get(name)],
     )
     messages = [m for m in event.get("messages") or () if isinstance(m, Mapping)]
     section.facts.append(("messages", str(len(messages))))
@@ -252,7 +252,9 @@ def _websocket(event: Mapping[str, Any]) -> list[Section]:
         reason = close.get("reason") if isinstance(close, Mapping) else None
         section.facts.append(("closed", f"{code}" + (f" ({reason})" if reason else "")))
     for frame in frames[:MAX_LISTED]:
-        section.items.append(Item(_direction(frame.get("dir")), _at(frame), _body_block("", frame, None)))
+        section.items.append(
+            Item(_direction(frame.get("dir")), _at(frame), _body_block("", frame, None))
+        )
     section.items_name = "frames"
     section.more_items = max(len(frames) - MAX_LISTED, 0)
     if len(frames) > MAX_LISTED:
@@ -270,7 +272,12 @@ def _entropy(event: Mapping[str, Any]) -> list[Section]:
 def _other(event: Mapping[str, Any]) -> list[Section]:
     """A kind without a layout of its own (DNS, clock, a kind from a newer version)."""
     fields = {k: v for k, v in event.items() if k not in _BOOKKEEPING}
-    return [Section(str(event.get("kind") or "event").capitalize(), blocks=[_value_block("Fields", fields, None)])]
+    return [
+        Section(
+            str(event.get("kind") or "event").capitalize(),
+            blocks=[_value_block("Fields", fields, None)],
+        )
+    ]
 
 
 _BOOKKEEPING = frozenset({"seq", "kind", "step", "span_id", "duration_ms", "redacted", "client"})
@@ -317,7 +324,9 @@ def _value_block(title: str, value: Any, part: str | None, note: str | None = No
 
 def _text_block(title: str, text: str, part: str | None, note: str | None = None) -> Block:
     cut = len(text) > MAX_INLINE
-    return Block(title, text[:MAX_INLINE] if cut else text, part if cut else None, len(text), cut, note)
+    return Block(
+        title, text[:MAX_INLINE] if cut else text, part if cut else None, len(text), cut, note
+    )
 
 
 def _hexdump(data: bytes) -> str:

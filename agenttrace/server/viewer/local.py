@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .access import OpenAccess
 from .routes import viewer_routes
-from .sources import LocalRuns
+from .sources import LocalRuns, file_run_id
 
 HOST = "127.0.0.1"
 _LOCAL_NAMES = ["127.0.0.1", "localhost"]
@@ -51,8 +51,7 @@ def start_url(sock: socket.socket, path: str | os.PathLike[str]) -> str:
     """Where to point a browser: the run itself for a file, the runs list for a directory."""
     base = f"http://{HOST}:{sock.getsockname()[1]}/"
     if os.path.isfile(path):
-        name = os.path.basename(os.fspath(path))
-        return base + "runs/" + urllib.parse.quote(name[:-5] if name.endswith(".json") else name)
+        return base + "runs/" + urllib.parse.quote(file_run_id(path), safe="")
     return base
 
 

@@ -47,17 +47,19 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on the
+# sign-in form, and the form check could no longer tell this site from another.
 _PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _DOWNLOAD_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; sandbox",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -276,7 +278,9 @@ class _Viewer:
                 return document
             pane = self._pane(document, seq) if seq is not None else None
             if pane is None:
-                return self.message(request, "No such event", f"run {run_id} has no event #{seq}", 404)
+                return self.message(
+                    request, "No such event", f"run {run_id} has no event #{seq}", 404
+                )
             return self.html(request, "_event.html", pane=pane, run_id=run_id)
 
         return await self.in_thread(render)
@@ -296,7 +300,9 @@ class _Viewer:
             event = next((e for e in document.get("events") or () if e.get("seq") == seq), None)
             content = part_content(event, part) if event is not None else None
             if content is None:
-                return self.message(request, "Nothing to download", f"event #{seq} has no {part}", 404)
+                return self.message(
+                    request, "Nothing to download", f"event #{seq} has no {part}", 404
+                )
             data, media, suffix = content
             name = f"{_file_stem(document, run_id)}-{seq}-{part}.{suffix}"
             return _attachment(data, media, name)
@@ -328,7 +334,9 @@ class _Viewer:
         picked = params.getlist("run")
         if picked and not params.get("a"):  # the runs list's checkboxes
             if len(picked) != 2:
-                return self.message(request, "Pick two runs", "tick exactly two runs to compare them", 400)
+                return self.message(
+                    request, "Pick two runs", "tick exactly two runs to compare them", 400
+                )
             query = urllib.parse.urlencode({"a": picked[0], "b": picked[1]})
             return RedirectResponse(f"/diff?{query}", 303)
         a, b = params.get("a") or "", params.get("b") or ""

@@ -24,6 +24,9 @@ from ...errors import EventsFileError
 from ..store import STATUSES, CursorError, SqlStore
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+# What a document of the right shape with the wrong values raises while it is checked or
+# assembled (seq numbers that do not sort, span fields of the wrong type, JSON nested too deep).
+_BAD_DOCUMENT = (EventsFileError, ValueError, KeyError, TypeError, AttributeError, RecursionError)
 _T = TypeVar("_T")
 
 
@@ -159,8 +162,10 @@ class StoreRuns:
         spans = self._store.trace_spans(self._project, trace_id)
         try:
             return _trace.load_document(_trace.build_document(spans), f"trace {trace_id}")[0]
-        except (EventsFileError, ValueError, KeyError, TypeError) as exc:
-            raise UnreadableRun(f"trace {trace_id} cannot be assembled from its spans: {exc}")
+        except _BAD_DOCUMENT as exc:
+            raise UnreadableRun(
+                f"trace {trace_id} cannot be assembled from its spans: {exc}"
+            ) from None
 
     def _summary(self, row: Mapping[str, Any]) -> RunSummary:
         trace_id = row["trace_id"]
@@ -241,7 +246,7 @@ class LocalRuns:
 
     def _scan(self) -> dict[str, _File]:
         if os.path.isfile(self.path):
-            return {f.run_id: f for f in [self._file(self.path, self._single_id())] if f}
+            return {f.run_id: f for f in [self._file(self.path, file_run_id(self.path))] if f}
         store = os.path.join(self.path, "traces")
         if os.path.isdir(store):
             # A trace id is the file's name; recordings first, so they win a (never seen) clash.
@@ -266,10 +271,6 @@ class LocalRuns:
                         found[entry.run_id] = entry
         return found
 
-    def _single_id(self) -> str:
-        stem = os.path.basename(self.path)
-        return stem[:-5] if stem.endswith(".json") else stem
-
     @staticmethod
     def _file(path: str, run_id: str) -> _File | None:
         try:
@@ -284,6 +285,10 @@ class LocalRuns:
                 return _trace.load_document(entry.path)[0]
             except EventsFileError as exc:
                 return str(exc)  # remembered too: a corrupt file is not re-read every time
+            except _BAD_DOCUMENT as exc:  # JSON of the right shape holding the wrong values
+                return (
+                    f"{entry.path}: not a trace this version can read ({type(exc).__name__}: {exc})"
+                )
 
         loaded = self._documents.get(entry.version, read)
         if isinstance(loaded, str):
@@ -325,6 +330,12 @@ class LocalRuns:
             if status is None or summary.status == status:
                 page.append(summary)
         return RunPage(page, next_cursor, skipped)
+
+
+def file_run_id(path: str | os.PathLike[str]) -> str:
+    """The run id of a single trace file: its name without ``.json``."""
+    name = os.path.basename(os.fspath(path))
+    return name[:-5] if name.endswith(".json") else name
 
 
 def _listdir(directory: str) -> list[str]:

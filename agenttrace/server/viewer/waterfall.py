@@ -16,8 +16,9 @@ from ... import _trace
 from ..._console import Fold, duration, folded
 from ..._outline import EventLine, Outline, StepNode
 
-#: rows shown before the page says how many more there are (every row with ``all``)
+#: rows shown before the page says how many more there are: folded, and with every row
 MAX_ROWS = 2000
+MAX_ALL_ROWS = 20_000
 _SCALE = 1000  # bar coordinates: the run's whole time is 0..1000
 
 
@@ -52,8 +53,15 @@ class Waterfall:
     ticks: list[tuple[float, str]] = field(default_factory=list)  # (x in 0..1000, label)
 
 
-def waterfall(document: Mapping[str, Any], view: Outline, *, every_row: bool = False) -> Waterfall:
-    """The waterfall of a checked document and its outline."""
+def waterfall(
+    document: Mapping[str, Any],
+    view: Outline,
+    *,
+    every_row: bool = False,
+    max_rows: int | None = None,
+) -> Waterfall:
+    """The waterfall of a checked document and its outline: folded as ``show`` folds, or every
+    row; at most ``max_rows`` (default MAX_ROWS folded, MAX_ALL_ROWS with every row)."""
     spans = {s.get("span_id"): s for s in document.get("spans") or () if isinstance(s, Mapping)}
     origin = _trace.parse_time((document.get("run") or {}).get("started_at"))
     starts = [t for t in (_trace.parse_time(s.get("start")) for s in spans.values()) if t]
@@ -72,10 +80,10 @@ def waterfall(document: Mapping[str, Any], view: Outline, *, every_row: bool = F
             event_span[event["seq"]] = event.get("span_id")
     rows: list[Row] = []
     state = {"last": 0.0, "folded": 0, "more": 0}
-    limit = None if every_row else MAX_ROWS
+    limit = max_rows or (MAX_ALL_ROWS if every_row else MAX_ROWS)
 
     def add(row: Row) -> None:
-        if limit is not None and len(rows) >= limit:
+        if len(rows) >= limit:
             state["more"] += 1
         else:
             rows.append(row)
