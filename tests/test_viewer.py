@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 from _viewer_agent import AGENT, PAYLOAD, Run, record
-from conftest import REPO_ROOT, agenttrace_serve, clean_env, run_python
+from conftest import REPO_ROOT, agenttrace_serve, clean_env, run_python, stop
 from llm_server import LLMServer
 
 from agenttrace import _diff
@@ -410,12 +410,7 @@ def _view(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[
             time.sleep(0.05)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, signal.SIGINT)
 
 
 @pytest.fixture(scope="module")

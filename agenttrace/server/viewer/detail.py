@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,17 +172,7 @@ def _stream(section: Section, response: Mapping[str, Any]) -> None:
     if events:
         section.facts.append(("server-sent events", str(events)))
     section.blocks.append(_text_block("Stream as received (chunks joined)", text, "stream"))
-    for index, chunk in enumerate(chunks[:MAX_LISTED]):
-        at = chunk.get("at_ms")
-        section.items.append(
-            Item(
-                f"chunk {index + 1}",
-                at if isinstance(at, (int, float)) else None,
-                _body_block("", chunk, None),
-            )
-        )
-    section.items_name = "chunks as read"
-    section.more_items = max(len(chunks) - MAX_LISTED, 0)
+    _list(section, "chunks as read", chunks, None, label=lambda n: f"chunk {n}")
 
 
 def _llm_answer(event: Mapping[str, Any]) -> Section | None:
@@ -225,15 +215,7 @@ def _mcp(event: Mapping[str, Any]) -> list[Section]:
     )
     messages = [m for m in event.get("messages") or () if isinstance(m, Mapping)]
     section.facts.append(("messages", str(len(messages))))
-    for message in messages[:MAX_LISTED]:
-        content = message["json"] if "json" in message else _plain(message)
-        section.items.append(
-            Item(_direction(message.get("dir")), _at(message), _value_block("", content, None))
-        )
-    section.items_name = "messages"
-    section.more_items = max(len(messages) - MAX_LISTED, 0)
-    if len(messages) > MAX_LISTED:
-        section.blocks.append(_value_block("Every message", messages, "messages"))
+    _list(section, "messages", messages, "messages")
     return [section]
 
 
@@ -251,15 +233,30 @@ def _websocket(event: Mapping[str, Any]) -> list[Section]:
         code = close.get("code") if isinstance(close, Mapping) else close
         reason = close.get("reason") if isinstance(close, Mapping) else None
         section.facts.append(("closed", f"{code}" + (f" ({reason})" if reason else "")))
-    for frame in frames[:MAX_LISTED]:
-        section.items.append(
-            Item(_direction(frame.get("dir")), _at(frame), _body_block("", frame, None))
-        )
-    section.items_name = "frames"
-    section.more_items = max(len(frames) - MAX_LISTED, 0)
-    if len(frames) > MAX_LISTED:
-        section.blocks.append(_value_block("Every frame", frames, "frames"))
+    _list(section, "frames", frames, "frames")
     return [section]
+
+
+def _list(
+    section: Section,
+    name: str,
+    items: list[Mapping[str, Any]],
+    part: str | None,
+    label: Callable[[int], str] | None = None,
+) -> None:
+    """Chunks, messages or frames (``at_ms``, ``dir``, a body or ``json``) one by one, up to
+    MAX_LISTED; past that, all of them as one block with its download (``part``)."""
+    for number, item in enumerate(items[:MAX_LISTED], 1):
+        if "json" in item:
+            content = _value_block("", item["json"], None)
+        else:
+            content = _body_block("", item, None)
+        shown = label(number) if label else _direction(item.get("dir"))
+        section.items.append(Item(shown, _at(item), content))
+    section.items_name = name
+    section.more_items = max(len(items) - MAX_LISTED, 0)
+    if section.more_items and part is not None:
+        section.blocks.append(_value_block(f"All {len(items)} {name}", items, part))
 
 
 def _entropy(event: Mapping[str, Any]) -> list[Section]:

@@ -145,6 +145,39 @@ def _page(handler: _Handler) -> _Handler:
     return guarded
 
 
+def _reading(handler: Callable[..., Response]) -> _Handler:
+    """An endpoint that reads runs: ``handler(self, request, source)`` runs on a worker thread
+    once the request has a source (else the reader is sent to sign in)."""
+
+    @_page
+    @functools.wraps(handler)
+    async def endpoint(self: _Viewer, request: Request) -> Response:
+        source = self.reader(request)
+        if isinstance(source, Response):
+            return source
+        return await anyio.to_thread.run_sync(handler, self, request, source, limiter=self.work)
+
+    return endpoint
+
+
+def _run(handler: Callable[..., Response]) -> _Handler:
+    """An endpoint about one run: ``handler(self, request, source, run_id, document)``."""
+
+    @functools.wraps(handler)
+    def with_document(self: _Viewer, request: Request, source: RunSource) -> Response:
+        run_id = request.path_params["run_id"]
+        document = self.load(source, request, run_id)
+        if isinstance(document, Response):
+            return document
+        return handler(self, request, source, run_id, document)
+
+    return _reading(with_document)
+
+
+def _event(document: Mapping[str, Any], seq: int | None) -> Mapping[str, Any] | None:
+    return next((e for e in document.get("events") or () if e.get("seq") == seq), None)
+
+
 class _Viewer:
     def __init__(self, access: _access.Access) -> None:
         self.access = access
@@ -164,9 +197,6 @@ class _Viewer:
 
     def message(self, request: Request, title: str, text: str, code: int) -> Response:
         return self.html(request, "message.html", code, title=title, text=text)
-
-    async def in_thread(self, fn: Callable[[], Response]) -> Response:
-        return await anyio.to_thread.run_sync(fn, limiter=self.work)
 
     def reader(self, request: Request) -> RunSource | Response:
         """The request's source, or where to go first (the sign-in page)."""
@@ -190,146 +220,92 @@ class _Viewer:
 
     # -- pages ----------------------------------------------------------------------------------
 
-    @_page
-    async def runs_page(self, request: Request) -> Response:
-        source = self.reader(request)
-        if isinstance(source, Response):
-            return source
+    @_reading
+    def runs_page(self, request: Request, source: RunSource) -> Response:
         params = request.query_params
         status = params.get("status") or None
         limit = _int(params.get("limit"), PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        notes = []
+        try:
+            page = source.runs(status=status, cursor=params.get("cursor") or None, limit=limit)
+        except CursorError:
+            notes.append("That page link is out of date; here are the newest runs.")
+            page = source.runs(status=status, limit=limit)
+        notes += [f"skipped: {reason}" for reason in page.skipped]
+        statuses = list(source.statuses)
+        if status and status not in statuses:
+            statuses.append(status)
+        return self.html(
+            request,
+            "runs.html",
+            page=page,
+            status=status,
+            statuses=statuses,
+            limit=limit,
+            notes=notes,
+            first_page=not params.get("cursor"),
+        )
 
-        def render() -> Response:
-            notes = []
-            try:
-                page = source.runs(status=status, cursor=params.get("cursor") or None, limit=limit)
-            except CursorError:
-                notes.append("That page link is out of date; here are the newest runs.")
-                page = source.runs(status=status, limit=limit)
-            notes += [f"skipped: {reason}" for reason in page.skipped]
-            statuses = list(source.statuses)
-            if status and status not in statuses:
-                statuses.append(status)
-            return self.html(
-                request,
-                "runs.html",
-                page=page,
-                status=status,
-                statuses=statuses,
-                limit=limit,
-                notes=notes,
-                first_page=not params.get("cursor"),
-            )
-
-        return await self.in_thread(render)
-
-    @_page
-    async def run_page(self, request: Request) -> Response:
-        source = self.reader(request)
-        if isinstance(source, Response):
-            return source
-        run_id = request.path_params["run_id"]
+    @_run
+    def run_page(
+        self, request: Request, source: RunSource, run_id: str, document: dict[str, Any]
+    ) -> Response:
         every_row = request.query_params.get("all") == "1"
         selected = _int(request.query_params.get("event"), None)
-
-        def render() -> Response:
-            document = self.load(source, request, run_id)
-            if isinstance(document, Response):
-                return document
-            view = outline(document)
-            pane = None
-            if selected is not None:
-                pane = self._pane(document, selected)
-            others = [r for r in source.runs(limit=20).runs if r.run_id != run_id]
-            return self.html(
-                request,
-                "run.html",
-                run_id=run_id,
-                view=view,
-                fall=waterfall(document, view, every_row=every_row),
-                every_row=every_row,
-                pane=pane,
-                selected=selected,
-                redactions=sum(line.redactions for line in view.events),
-                others=others,
-            )
-
-        return await self.in_thread(render)
+        view = outline(document)
+        return self.html(
+            request,
+            "run.html",
+            run_id=run_id,
+            view=view,
+            fall=waterfall(document, view, every_row=every_row),
+            every_row=every_row,
+            pane=self._pane(document, selected) if selected is not None else None,
+            selected=selected,
+            redactions=sum(line.redactions for line in view.events),
+            others=[r for r in source.runs(limit=20).runs if r.run_id != run_id],
+        )
 
     def _pane(self, document: Mapping[str, Any], seq: int) -> Any:
-        event = next((e for e in document.get("events") or () if e.get("seq") == seq), None)
+        event = _event(document, seq)
         if event is None:
             return None
         at = _trace.parse_time((document.get("run") or {}).get("started_at"))
         line: EventLine = summarize(event, at)
         return event_detail(event, line)
 
-    @_page
-    async def event_pane(self, request: Request) -> Response:
-        source = self.reader(request)
-        if isinstance(source, Response):
-            return source
-        run_id = request.path_params["run_id"]
+    @_run
+    def event_pane(
+        self, request: Request, source: RunSource, run_id: str, document: dict[str, Any]
+    ) -> Response:
         seq = _int(request.path_params["seq"], None)
+        pane = self._pane(document, seq) if seq is not None else None
+        if pane is None:
+            return self.message(request, "No such event", f"run {run_id} has no event #{seq}", 404)
+        return self.html(request, "_event.html", pane=pane, run_id=run_id)
 
-        def render() -> Response:
-            document = self.load(source, request, run_id)
-            if isinstance(document, Response):
-                return document
-            pane = self._pane(document, seq) if seq is not None else None
-            if pane is None:
-                return self.message(
-                    request, "No such event", f"run {run_id} has no event #{seq}", 404
-                )
-            return self.html(request, "_event.html", pane=pane, run_id=run_id)
-
-        return await self.in_thread(render)
-
-    @_page
-    async def event_part(self, request: Request) -> Response:
-        source = self.reader(request)
-        if isinstance(source, Response):
-            return source
-        run_id, part = request.path_params["run_id"], request.path_params["part"]
+    @_run
+    def event_part(
+        self, request: Request, source: RunSource, run_id: str, document: dict[str, Any]
+    ) -> Response:
+        part = request.path_params["part"]
         seq = _int(request.path_params["seq"], None)
+        event = _event(document, seq)
+        content = part_content(event, part) if event is not None else None
+        if content is None:
+            return self.message(request, "Nothing to download", f"event #{seq} has no {part}", 404)
+        data, media, suffix = content
+        return _attachment(data, media, f"{_file_stem(document, run_id)}-{seq}-{part}.{suffix}")
 
-        def render() -> Response:
-            document = self.load(source, request, run_id)
-            if isinstance(document, Response):
-                return document
-            event = next((e for e in document.get("events") or () if e.get("seq") == seq), None)
-            content = part_content(event, part) if event is not None else None
-            if content is None:
-                return self.message(
-                    request, "Nothing to download", f"event #{seq} has no {part}", 404
-                )
-            data, media, suffix = content
-            name = f"{_file_stem(document, run_id)}-{seq}-{part}.{suffix}"
-            return _attachment(data, media, name)
+    @_run
+    def download(
+        self, request: Request, source: RunSource, run_id: str, document: dict[str, Any]
+    ) -> Response:
+        data = (_trace.dumps(document) + "\n").encode("utf-8")
+        return _attachment(data, "application/json", f"{_file_stem(document, run_id)}.json")
 
-        return await self.in_thread(render)
-
-    @_page
-    async def download(self, request: Request) -> Response:
-        source = self.reader(request)
-        if isinstance(source, Response):
-            return source
-        run_id = request.path_params["run_id"]
-
-        def render() -> Response:
-            document = self.load(source, request, run_id)
-            if isinstance(document, Response):
-                return document
-            data = (_trace.dumps(document) + "\n").encode("utf-8")
-            return _attachment(data, "application/json", f"{_file_stem(document, run_id)}.json")
-
-        return await self.in_thread(render)
-
-    @_page
-    async def diff_page(self, request: Request) -> Response:
-        source = self.reader(request)
-        if isinstance(source, Response):
-            return source
+    @_reading
+    def diff_page(self, request: Request, source: RunSource) -> Response:
         params = request.query_params
         picked = params.getlist("run")
         if picked and not params.get("a"):  # the runs list's checkboxes
@@ -342,26 +318,22 @@ class _Viewer:
         a, b = params.get("a") or "", params.get("b") or ""
         if not a or not b:
             return self.message(request, "Pick two runs", "compare with /diff?a=RUN&b=RUN", 400)
-
-        def render() -> Response:
-            document_a = self.load(source, request, a)
-            if isinstance(document_a, Response):
-                return document_a
-            document_b = self.load(source, request, b)
-            if isinstance(document_b, Response):
-                return document_b
-            comparison = compare(document_a, document_b, a, b)
-            return self.html(
-                request,
-                "diff.html",
-                a=a,
-                b=b,
-                comparison=comparison,
-                rows=_diff_rows(comparison),
-                counts=comparison.counts(),
-            )
-
-        return await self.in_thread(render)
+        document_a = self.load(source, request, a)
+        if isinstance(document_a, Response):
+            return document_a
+        document_b = self.load(source, request, b)
+        if isinstance(document_b, Response):
+            return document_b
+        comparison = compare(document_a, document_b, a, b)
+        return self.html(
+            request,
+            "diff.html",
+            a=a,
+            b=b,
+            comparison=comparison,
+            rows=_diff_rows(comparison),
+            counts=comparison.counts(),
+        )
 
     # -- signing in -----------------------------------------------------------------------------
 
