@@ -21,6 +21,7 @@ from ._redaction import EMPTY, Rules
 
 _STEP_KEY = otel_context.create_key("agenttrace-step")
 _IN_CALL_KEY = otel_context.create_key("agenttrace-in-call")
+_IN_TOOL_KEY = otel_context.create_key("agenttrace-in-tool")
 
 
 @dataclass
@@ -115,3 +116,19 @@ def enter_call() -> object:
 
 def exit_call(token: object) -> None:
     otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def in_tool() -> int | None:
+    """The seq of the ``agenttrace.tool`` call whose body is running here, if any: what the body
+    does is not replayed (a replay returns the recorded result without running it)."""
+    return otel_context.get_value(_IN_TOOL_KEY)  # type: ignore[return-value]
+
+
+def with_tool(seq: int, ctx: otel_context.Context | None = None) -> otel_context.Context:
+    return otel_context.set_value(_IN_TOOL_KEY, seq, ctx)
+
+
+def unreplayed() -> bool:
+    """Work a replay will not do again: a client's own work inside an intercepted call, or a
+    tool's body. Its clock reads, entropy draws and threads are not the agent's to replay."""
+    return in_call() or in_tool() is not None

@@ -26,8 +26,8 @@ _MACHINERY_THREADS = ("agenttrace", "OtelBatch")
 def _flow(kind: str) -> str | None:
     # Work a client does inside an intercepted call (asyncio resolving a host name in the
     # default executor) happens when recording but not in replay: it gets no flow, so it cannot
-    # shift the numbering of the agent's own work.
-    return None if _context.in_call() else _context.next_flow(kind)
+    # shift the numbering of the agent's own work. Nor does a tool's body (not run in replay).
+    return None if _context.unreplayed() else _context.next_flow(kind)
 
 
 def install(patches: Patches) -> None:

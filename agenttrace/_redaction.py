@@ -422,6 +422,17 @@ class _Walk:
         return out
 
 
+def _message(walk: _Walk, message: dict[str, Any], path: str) -> dict[str, Any]:
+    """One stored websocket frame or MCP message (text as text, JSON as JSON; binary as is)."""
+    if "text" in message:
+        new = walk.text(message["text"], path)
+        return message if new == message["text"] else {**message, "text": new}
+    if "json" in message:
+        new = walk.json(message["json"], path)
+        return message if new is message["json"] else {**message, "json": new}
+    return message
+
+
 def _scrub_header(lname: str, value: str) -> str:
     """A credential header's value, keeping what is not secret: the auth scheme, cookie names
     and Set-Cookie attributes (useful when reading a trace, harmless to keep)."""
@@ -575,11 +586,30 @@ class Redactor:
         return out
 
     def _event(self, event: dict[str, Any], walk: _Walk, request_done: bool) -> dict[str, Any]:
+        if event.get("kind", "http") != "http":
+            return self._capture_event(event, walk)
         out = dict(event)
         if not request_done:
             out["request"] = walk.message(event["request"], "request")
         if event.get("response") is not None:
             out["response"] = walk.message(event["response"], "response")
+        if event.get("error") is not None:
+            out["error"] = walk.value(event["error"], "error", _DEFAULT, True, FORMATS)
+        out["redacted"] = sorted(set(event.get("redacted", []) + walk.paths))
+        return out
+
+    def _capture_event(self, event: dict[str, Any], walk: _Walk) -> dict[str, Any]:
+        """A websocket, MCP or tool event: handshake, every message, arguments and results."""
+        out = dict(event)
+        for where in ("request", "response"):
+            if event.get(where) is not None:
+                out[where] = walk.message(event[where], where)
+        for key in ("server", "args", "result", "items"):
+            if key in event:
+                out[key] = walk.json(event[key], key)
+        for key in ("frames", "messages"):
+            if event.get(key):
+                out[key] = [_message(walk, m, f"{key}[{i}]") for i, m in enumerate(event[key])]
         if event.get("error") is not None:
             out["error"] = walk.value(event["error"], "error", _DEFAULT, True, FORMATS)
         out["redacted"] = sorted(set(event.get("redacted", []) + walk.paths))
@@ -630,10 +660,11 @@ def stub(event: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     """What remains of an event whose step filter dropped it: enough to replay its shape."""
     kept = {
         k: event[k]
-        for k in ("seq", "kind", "step", "span_id", "duration_ms", "client")
+        for k in ("seq", "kind", "step", "span_id", "duration_ms", "client", "name", "in_tool")
         if k in event
     }
-    kept["request"] = _stub_request(event["request"], url)
+    if "request" in event:
+        kept["request"] = _stub_request(event["request"], url)
     if event.get("response") is not None:
         kept["response"] = {"status": event["response"].get("status"), "headers": [], "body": None}
     if event.get("error") is not None:

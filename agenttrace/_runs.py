@@ -200,6 +200,9 @@ class Runs:
         event["seq"] = self.next_seq()
         step = _context.current_step()
         event["step"] = step.name if step else None
+        tool = _context.in_tool()
+        if tool is not None:  # made by a tool's body, which a replay does not run
+            event["in_tool"] = tool
         run = self.in_context()
         with self._lock:
             (run.events if run is not None else self._pending).append(event)

@@ -69,7 +69,7 @@ class Session:
         label = ""
         if settings.replaying:
             recorded, events, label = load_replay_source(settings.replay_events)
-        self.facts = _run_facts(settings, recorded)
+        self.facts = _run_facts(settings, recorded, self.redactor)
         self.provider = _provider(settings)
         self.tracer = self.provider.get_tracer("agenttrace", VERSION)
         self.runs = Runs(
@@ -188,7 +188,9 @@ class Session:
 # -- set-up helpers ------------------------------------------------------------------------------
 
 
-def _run_facts(settings: _config.Settings, recorded: dict[str, Any]) -> dict[str, Any]:
+def _run_facts(
+    settings: _config.Settings, recorded: dict[str, Any], redactor: Redactor
+) -> dict[str, Any]:
     """What a replay needs to reproduce the run: recorded ones in replay, fresh ones otherwise."""
     facts = {
         "seed": recorded.get("seed", ID_GENERATOR._random.getrandbits(64)),
@@ -197,6 +199,9 @@ def _run_facts(settings: _config.Settings, recorded: dict[str, Any]) -> dict[str
         "sdk": f"agenttrace {VERSION}",
         "python": platform.python_version(),
         "mode": settings.mode,
+        # the command that made the run (scrubbed: arguments may carry keys), for
+        # `agenttrace pull --as-test`; a replay keeps the recording's
+        "argv": recorded.get("argv") or [redactor.text(a) for a in sys.argv],
     }
     if recorded and str(recorded.get("hash_seed", "random")) != facts["hash_seed"]:
         stderr(

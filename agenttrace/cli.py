@@ -53,13 +53,186 @@ def _parser() -> argparse.ArgumentParser:
         prog=_PROG, description="Record, replay and govern AI agent runs (AgentTrace)."
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_show, _add_diff, _add_view, _add_serve, _add_prune, _add_pull, _add_flush):
+    for add in (
+        _add_run,
+        _add_replay,
+        _add_show,
+        _add_diff,
+        _add_view,
+        _add_serve,
+        _add_prune,
+        _add_pull,
+        _add_flush,
+    ):
         add(sub)
     return parser
 
 
 def _say(message: str) -> None:
     print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# -- run and replay -------------------------------------------------------------------------------
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a command in record mode",
+        description="Run CMD with AgentTrace recording every Python process it starts (no "
+        "agenttrace.init() needed; the AGENTTRACE_* settings apply). PYTHONHASHSEED is fixed "
+        "when unset, and recorded, so that the replay iterates sets the same way. The exit "
+        "status is CMD's.",
+        usage="agenttrace run [-h] [--] CMD ...",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command to run")
+    p.set_defaults(handler=_run)
+
+
+def _command(words: list[str], usage: str) -> list[str]:
+    command = words[1:] if words[:1] == ["--"] else words
+    if not command:
+        raise CommandError(f"no command given; usage: {usage}", 2)
+    return command
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import _launch
+
+    command = _command(args.command, "agenttrace run -- python my_agent.py")
+    settings = resolve({})
+    last = os.path.join(settings.local_dir, "last.json")
+    before = _mtime(last)
+    env = _launch.started_env(os.environ, _launch.record_settings(os.environ))
+    status = _exit_status(_launch, command, env)
+    if settings.api_key is None and _mtime(last) == before:
+        _say(f"no run was recorded in {settings.local_dir}: is `{command[0]}` a Python program?")
+    return status
+
+
+def _exit_status(launch: Any, command: list[str], env: dict[str, str]) -> int:
+    try:
+        return launch.run(command, env)
+    except launch.CommandNotFound as exc:
+        raise CommandError(f"{exc}; check the command after `--`", 127) from None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="run a command in replay mode, optionally with edited answers (what-if)",
+        description="Run CMD replaying TRACE (a trace file or id; default: the last failed run "
+        "if there is one, else the last run) with no real I/O, under governance unless "
+        "--relaxed. --edit SEQ=FILE serves FILE's JSON instead of event SEQ's recorded answer "
+        "(an HTTP response body, or a tool result) and lets the run continue from there: a "
+        "counterfactual replay; calls that no longer match follow the governance level. Prints "
+        "where the replayed run was written and, when it differs from the recording, the first "
+        "divergence. The exit status is CMD's.",
+        usage="agenttrace replay [-h] [TRACE | --last | --last-failure] [--governance | "
+        "--relaxed] [--edit SEQ=FILE ...] -- CMD ...",
+    )
+    level = p.add_mutually_exclusive_group()
+    level.add_argument(
+        "--governance",
+        dest="level",
+        action="store_const",
+        const="governance",
+        help="any divergence or sandbox escape fails the run (the default)",
+    )
+    level.add_argument(
+        "--relaxed",
+        dest="level",
+        action="store_const",
+        const="relaxed",
+        help="warn, and let unmatched calls go live (recorded into the replayed run)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--last", action="store_true", help="the most recent run")
+    which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
+    p.add_argument(
+        "--edit",
+        action="append",
+        default=[],
+        metavar="SEQ=FILE",
+        help="serve FILE's JSON as event SEQ's answer (repeatable; see `agenttrace show`)",
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="[TRACE] -- CMD")
+    p.set_defaults(handler=_replay, level="governance")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from . import _counterfactual, _launch
+    from ._trace import REPLAYS_DIR, dumps
+
+    usage = "agenttrace replay [TRACE] -- python my_agent.py"
+    words = list(args.words)
+    trace = None
+    if words and words[0] != "--":
+        split = words.index("--") if "--" in words else None
+        if split is not None:
+            if split != 1:
+                raise CommandError(f"expected at most one TRACE before `--`; usage: {usage}", 2)
+            trace, words = words[0], words[1:]
+    command = _command(words, usage)
+    document, label = _replay_source(trace, args)
+    settings = resolve({})
+    replays = os.path.join(settings.local_dir, REPLAYS_DIR)
+    source = label if os.path.isfile(label) and not args.edit else None
+    if source is None:  # edited, or fetched from the backend: the child reads a file of ours
+        try:
+            edits = [_counterfactual.parse_edit(spec) for spec in args.edit]
+            served = _counterfactual.apply_edits(document, edits) if edits else document
+        except _counterfactual.EditError as exc:
+            raise CommandError(str(exc), 2) from None
+        kind = "edited" if args.edit else "source"
+        source = os.path.join(replays, f"{kind}-{document.get('trace_id') or 'trace'}.json")
+        os.makedirs(replays, exist_ok=True)
+        _write_atomically(source, dumps(served) + "\n")
+    hash_seed = str((document.get("run") or {}).get("hash_seed") or "")
+    env = _launch.started_env(
+        os.environ,
+        {
+            **_launch.replay_settings(os.path.abspath(source), args.level, hash_seed),
+            "AGENTTRACE_LOCAL_DIR": os.path.abspath(settings.local_dir),
+        },
+    )
+    last = os.path.join(replays, "last.json")
+    before = _mtime(last)
+    status = _exit_status(_launch, command, env)
+    if _mtime(last) == before:
+        _say(f"no replayed run was written to {replays}: is `{command[0]}` a Python program?")
+        return status or 1
+    _say(f"replayed run written to {last} (recording: {label})")
+    replayed, _ = _checked(last)
+    from ._console import make_console, print_comparison
+    from ._diff import compare
+
+    comparison = compare(document, replayed, "recording", "replay")
+    if comparison.equivalent:
+        _say("the replay made every call of the recording, with the same answers")
+    else:
+        print_comparison(comparison, make_console(sys.stderr))
+    return status
+
+
+def _replay_source(trace: str | None, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    if trace is not None:
+        return _load_trace(trace)
+    if args.last:
+        return _load_trace("last")
+    if args.last_failure:
+        return _load_trace("last-failure")
+    try:
+        return _load_trace("last-failure")
+    except CommandError:
+        return _load_trace("last")
 
 
 # -- show ---------------------------------------------------------------------------------------
@@ -508,14 +681,26 @@ def _add_pull(sub: Any) -> None:
         "AGENTTRACE_API_URL with AGENTTRACE_API_KEY, the same configuration the SDK uses.",
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help="the trace to download")
+    which.add_argument(
+        "trace_id",
+        nargs="?",
+        metavar="TRACE_ID",
+        help="the trace to download (with --as-test also a local trace file or id)",
+    )
     which.add_argument("--last", action="store_true", help="the most recent run")
     which.add_argument("--last-failure", action="store_true", help="the most recent failed run")
-    p.add_argument(
+    out = p.add_mutually_exclusive_group()
+    out.add_argument(
         "-o",
         "--output",
         metavar="FILE",
         help="where to write it (default ./<trace_id>.json; - for stdout)",
+    )
+    out.add_argument(
+        "--as-test",
+        metavar="DIR",
+        help="write the trace and a pytest file replaying its command under governance into DIR: "
+        "it fails while the failure reproduces and passes once the agent is fixed",
     )
     p.set_defaults(handler=_pull)
 
@@ -523,6 +708,8 @@ def _add_pull(sub: Any) -> None:
 def _pull(args: argparse.Namespace) -> int:
     from ._trace import dumps
 
+    if args.as_test:
+        return _pull_as_test(args)
     settings = _backend_settings("pull")
     client = _ApiClient(settings)
     trace_id = args.trace_id
@@ -550,6 +737,21 @@ def _pull(args: argparse.Namespace) -> int:
         f"{'wrote ' + output if output != '-' else 'printed'}: run {run.get('name')!r} ({run.get('status')}), "
         f"{len(document.get('events', []))} events, {len(document.get('spans', []))} spans"
     )
+    return 0
+
+
+def _pull_as_test(args: argparse.Namespace) -> int:
+    from ._as_test import write_test
+
+    ref = args.trace_id or ("last-failure" if args.last_failure else "last")
+    document, label = _load_trace(ref)
+    try:
+        trace_path, test_path = write_test(document, args.as_test)
+    except ValueError as exc:
+        raise CommandError(f"{label}: {exc}", 2) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write into {args.as_test}: {exc.strerror}") from None
+    _say(f"wrote {test_path} and {trace_path}: run it with `pytest {test_path}`")
     return 0
 
 

@@ -11,9 +11,7 @@ Exit status: 0 when the replay matched, 1 when it did not, 2 when recording fail
 
 from __future__ import annotations
 
-import collections
 import difflib
-import json
 import os
 import socket
 import subprocess
@@ -22,7 +20,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -159,40 +156,30 @@ def show_failure(title: str, result: subprocess.CompletedProcess[str]) -> None:
 # --------------------------------------------------------------------------- trace summary
 
 
-def describe_http(event: dict[str, Any]) -> str:
-    request = event.get("request") or {}
-    response = event.get("response")
-    line = f"#{event.get('seq', '?'):<3} {request.get('method', '?'):<4} {request.get('url', '?')}"
-    if response is None:
-        error = event.get("error") or {}
-        outcome = f"✗ {error.get('type', 'error')}" if isinstance(error, dict) else "✗ error"
-    else:
-        outcome = f"→ {response.get('status', '?')}"
-        if "chunks" in response:
-            outcome += f", streamed in {len(response['chunks'])} chunks"
-    step = event.get("step")
-    return f"{line} {outcome}" + (f"  [{step}]" if step else "")
+def agenttrace_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `agenttrace` command, as a user would type it."""
+    env = {**os.environ, "AGENTTRACE_LOCAL_DIR": str(LOCAL_DIR)}
+    return subprocess.run(
+        [sys.executable, "-m", "agenttrace.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=AGENT_TIMEOUT,
+    )
 
 
-def summarize_trace(path: Path) -> None:
-    try:
-        trace = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        say(f"  (cannot read {path}: {exc})")
-        return
-    run = trace.get("run") or {}
-    events = trace.get("events") or []
-    kinds = collections.Counter(e.get("kind", "?") for e in events)
-    by_kind = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
-    say(f"  run {run.get('name')!r}, status {run.get('status')}, trace {trace.get('trace_id')}")
-    say(f"  {len(events)} events: {by_kind or 'none'}")
-    if run.get("name") != "weather_agent":
-        say("  ! expected the run 'weather_agent': last.json holds some other run")
-    for event in events:
-        if event.get("kind") == "http":
-            say("  " + describe_http(event))
-        if event.get("redacted"):
-            say(f"       redacted: {', '.join(map(str, event['redacted']))}")
+def show_trace(path: Path) -> None:
+    say(f"$ agenttrace show {path.relative_to(REPO)}")
+    result = agenttrace_cli("show", str(path))
+    say(indent(result.stdout or result.stderr, "  "))
+
+
+def diff_traces(recorded: Path, replayed: Path) -> bool:
+    say(f"$ agenttrace diff {recorded.relative_to(REPO)} {replayed.relative_to(REPO)}")
+    result = agenttrace_cli("diff", str(recorded), str(replayed))
+    say(indent(result.stdout or result.stderr, "  "))
+    return result.returncode == 0
 
 
 # --------------------------------------------------------------------------- phases
@@ -216,7 +203,7 @@ def record(server_url: str) -> tuple[Path, str] | None:
         return None
     say()
     say(f"▶ recorded trace {trace_file.relative_to(REPO)}")
-    summarize_trace(trace_file)
+    show_trace(trace_file)
     return trace_file, result.stdout
 
 
@@ -257,6 +244,10 @@ def replay(server_url: str, trace_file: Path, recorded_stdout: str) -> bool:
         )
         say(indent("\n".join(diff)))
         ok = False
+    replayed = LOCAL_DIR / "replay" / "replays" / "last.json"
+    if ok and replayed.is_file():
+        say()
+        ok = diff_traces(trace_file, replayed)
     if ok:
         say("✓ replay matched: stdout identical, 0 requests reached the network")
     return ok

@@ -30,6 +30,9 @@ TARGETS: dict[str, str] = {
     "urllib3": "agenttrace.instrumentors.urllib3",
     "requests": "agenttrace.instrumentors.requests",
     "http.client": "agenttrace.instrumentors.http_client",
+    "aiohttp": "agenttrace.instrumentors.aiohttp",
+    "websockets": "agenttrace.instrumentors.websockets",
+    "mcp": "agenttrace.instrumentors.mcp",
 }
 
 # A library not imported yet: the session waiting to patch it when it is. The import hook is

@@ -1,4 +1,15 @@
-"""httpx and httpx2 (the OpenAI and Anthropic SDKs' client): the transport is the extension point.
+"""httpx and httpx2 (the OpenAI and Anthropic SDKs' client), whatever transport the client uses.
+
+Interception sits in the client, where it picks the transport for a request
+(``Client._transport_for_url``, called once per hop by ``_send_single_request``, right before
+``transport.handle_request``): every request of every client goes through it, whatever transport
+was mounted — the default one, a proxy, litellm's ``LiteLLMAiohttpTransport``, openai's
+``DefaultAioHttpClient`` (httpx-aiohttp), a user's own. We hand back the client's transport
+wrapped in an intercepting one, so httpx's own sending code (redirects, auth, cookies, the bound
+stream, logging) runs unchanged around a recorded or served answer. Patching the transport
+classes instead misses every third-party transport; patching ``send`` would make a redirect one
+event and hide its hops. Whatever the inner transport does (aiohttp underneath) happens inside the
+exchange, where other instrumentors step aside: the call is captured once.
 
 Both packages share one API, so one adapter serves both; ``patch`` is called per module object.
 """
@@ -15,11 +26,18 @@ from agenttrace.capture.mode import when_intercepting
 
 def patch(module: ModuleType, patches: Patches) -> None:
     client = module.__name__
-    sync, async_ = module.HTTPTransport, module.AsyncHTTPTransport
-    patches.replace(sync, "handle_request", _sync(module, client, sync.handle_request))
-    patches.replace(
-        async_, "handle_async_request", _async(module, client, async_.handle_async_request)
-    )
+    sync, async_ = _sync(module, client), _async(module, client)
+    for cls, transport in ((module.Client, sync), (module.AsyncClient, async_)):
+        original = cls._transport_for_url
+        patches.replace(cls, "_transport_for_url", _choosing(original, transport))
+
+
+def _choosing(original: Any, intercepting: type) -> Any:
+    @when_intercepting(original)
+    def _transport_for_url(self: Any, url: Any) -> Any:
+        return intercepting(original(self, url))
+
+    return _transport_for_url
 
 
 def _call(request: Any, client: str, body: bytes) -> HttpCall:
@@ -77,7 +95,7 @@ def _served(module: ModuleType, exchange: Exchange, request: Any, stream: Any) -
     return response
 
 
-def _sync(module: ModuleType, client: str, original: Any) -> Any:
+def _sync(module: ModuleType, client: str) -> type:
 
     class TeeStream(module.SyncByteStream):
         def __init__(self, inner: Any, exchange: Exchange) -> None:
@@ -105,28 +123,33 @@ def _sync(module: ModuleType, client: str, original: Any) -> Any:
             if answer.error is not None:
                 raise _exception(module, answer.error, self._request)
 
-    @when_intercepting(original)  # otherwise untouched: a streamed upload stays streamed
-    def handle_request(self: Any, request: Any) -> Any:
-        body = _body(module, request)
-        if body is None:  # read a streaming upload once and hand the transport the same bytes
-            body = request.read()
-            request.stream = module.ByteStream(body)
-        exchange = begin(_call(request, client, body))
-        if exchange is None:
-            return original(self, request)
-        if exchange.answer is not None:
-            response = _served(module, exchange, request, ReplayStream(exchange, request))
-        else:
-            with exchange.sending():
-                response = original(self, request)
-            _report_response(exchange, response)
-        response.stream = TeeStream(response.stream, exchange)
-        return response
+    class InterceptingTransport(module.BaseTransport):
+        """The client's transport for one request, with the request intercepted."""
 
-    return handle_request
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: Any) -> Any:
+            body = _body(module, request)
+            if body is None:  # read a streaming upload once and hand the transport the same bytes
+                body = request.read()
+                request.stream = module.ByteStream(body)
+            exchange = begin(_call(request, client, body))
+            if exchange is None:
+                return self.inner.handle_request(request)
+            if exchange.answer is not None:
+                response = _served(module, exchange, request, ReplayStream(exchange, request))
+            else:
+                with exchange.sending():
+                    response = self.inner.handle_request(request)
+                _report_response(exchange, response)
+            response.stream = TeeStream(response.stream, exchange)
+            return response
+
+    return InterceptingTransport
 
 
-def _async(module: ModuleType, client: str, original: Any) -> Any:
+def _async(module: ModuleType, client: str) -> type:
 
     class AsyncTeeStream(module.AsyncByteStream):
         def __init__(self, inner: Any, exchange: Exchange) -> None:
@@ -155,22 +178,25 @@ def _async(module: ModuleType, client: str, original: Any) -> Any:
             if answer.error is not None:
                 raise _exception(module, answer.error, self._request)
 
-    @when_intercepting(original)
-    async def handle_async_request(self: Any, request: Any) -> Any:
-        body = _body(module, request)
-        if body is None:
-            body = await request.aread()
-            request.stream = module.ByteStream(body)
-        exchange = begin(_call(request, client, body))
-        if exchange is None:
-            return await original(self, request)
-        if exchange.answer is not None:
-            response = _served(module, exchange, request, AsyncReplayStream(exchange, request))
-        else:
-            with exchange.sending():
-                response = await original(self, request)
-            _report_response(exchange, response)
-        response.stream = AsyncTeeStream(response.stream, exchange)
-        return response
+    class AsyncInterceptingTransport(module.AsyncBaseTransport):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
 
-    return handle_async_request
+        async def handle_async_request(self, request: Any) -> Any:
+            body = _body(module, request)
+            if body is None:
+                body = await request.aread()
+                request.stream = module.ByteStream(body)
+            exchange = begin(_call(request, client, body))
+            if exchange is None:
+                return await self.inner.handle_async_request(request)
+            if exchange.answer is not None:
+                response = _served(module, exchange, request, AsyncReplayStream(exchange, request))
+            else:
+                with exchange.sending():
+                    response = await self.inner.handle_async_request(request)
+                _report_response(exchange, response)
+            response.stream = AsyncTeeStream(response.stream, exchange)
+            return response
+
+    return AsyncInterceptingTransport

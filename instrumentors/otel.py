@@ -57,3 +57,18 @@ class Urllib3Instrumentor(_LibraryInstrumentor):
 
 class HttpClientInstrumentor(_LibraryInstrumentor):
     library = "http.client"
+
+
+class AiohttpInstrumentor(_LibraryInstrumentor):
+    library = "aiohttp"
+    requirement = "aiohttp >= 3.12"
+
+
+class WebsocketsInstrumentor(_LibraryInstrumentor):
+    library = "websockets"
+    requirement = "websockets >= 13"
+
+
+class McpInstrumentor(_LibraryInstrumentor):
+    library = "mcp"
+    requirement = "mcp >= 1.9"

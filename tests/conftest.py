@@ -15,7 +15,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,34 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def record_in_process(tmp_path: Path, agent: Callable[[], Any]) -> Any:
+    """Run ``agent()`` in a recording session of this process (local store ``tmp_path``)."""
+    import agenttrace
+
+    agenttrace.init(local_dir=str(tmp_path))
+    try:
+        return agent()
+    finally:
+        agenttrace.shutdown()
+
+
+def start_replay(tmp_path: Path, level: str = "governance") -> Any:
+    """Start replaying ``tmp_path/last.json`` in this process; returns the session (stop it with
+    ``agenttrace.shutdown()``)."""
+    import agenttrace
+    from agenttrace import _session
+
+    agenttrace.init(
+        mode="replay",
+        governance_level=level,
+        replay_events=str(tmp_path / "last.json"),
+        local_dir=str(tmp_path),
+    )
+    session = _session.current()
+    assert session is not None
+    return session
 
 
 def _started_postgres(stack: contextlib.ExitStack) -> object:

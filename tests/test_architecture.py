@@ -174,6 +174,7 @@ def test_agenttrace_exports_exactly_the_design_api():
         "run",
         "step",
         "set_result",
+        "tool",
         "Settings",
         "ConfigError",
         "EventsFileError",
@@ -202,6 +203,9 @@ def test_instrumentors_and_exporters_public_names():
         "urllib3",
         "requests",
         "http.client",
+        "aiohttp",
+        "websockets",
+        "mcp",
     }
     for implementation in set(agenttrace.instrumentors.TARGETS.values()):
         assert callable(importlib.import_module(implementation).patch), implementation

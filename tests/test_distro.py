@@ -375,6 +375,9 @@ def test_entry_points_are_registered():
         "agenttrace_requests",
         "agenttrace_urllib3",
         "agenttrace_http_client",
+        "agenttrace_aiohttp",
+        "agenttrace_websockets",
+        "agenttrace_mcp",
     } <= names("opentelemetry_instrumentor")
     for ep in entry_points(group="opentelemetry_instrumentor"):
         if ep.value.startswith("agenttrace"):
@@ -398,6 +401,9 @@ def test_each_instrumentor_depends_on_its_own_library_only():
             otel.RequestsInstrumentor,
             otel.Urllib3Instrumentor,
             otel.HttpClientInstrumentor,
+            otel.AiohttpInstrumentor,
+            otel.WebsocketsInstrumentor,
+            otel.McpInstrumentor,
         )
     }
     for library, requirements in deps.items():

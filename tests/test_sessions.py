@@ -19,11 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import httpx2
+import mcp.client.sse as mcp_sse
+import mcp.client.stdio as mcp_stdio
+import mcp.client.streamable_http as mcp_http
 import pytest
 import requests
 import urllib3
+import websockets.asyncio.client as ws_asyncio
+import websockets.asyncio.connection as ws_asyncio_connection
+import websockets.client as ws_sans_io
+import websockets.sync.client as ws_sync
+import websockets.sync.connection as ws_sync_connection
 
 import agenttrace
 from agenttrace import _config, _session
@@ -59,14 +68,52 @@ def _patched_attributes() -> dict[str, Any]:
         "sys.exit": sys.exit,
         "sys.excepthook": sys.excepthook,
         "uuid.getnode": uuid.getnode,
-        "httpx.HTTPTransport": vars(httpx.HTTPTransport).get("handle_request"),
-        "httpx.AsyncHTTPTransport": vars(httpx.AsyncHTTPTransport).get("handle_async_request"),
-        "httpx2.HTTPTransport": vars(httpx2.HTTPTransport).get("handle_request"),
+        "httpx.Client": vars(httpx.Client).get("_transport_for_url"),
+        "httpx.AsyncClient": vars(httpx.AsyncClient).get("_transport_for_url"),
+        "httpx2.Client": vars(httpx2.Client).get("_transport_for_url"),
+        "httpx2.AsyncClient": vars(httpx2.AsyncClient).get("_transport_for_url"),
         "urllib3.urlopen": vars(urllib3.connectionpool.HTTPConnectionPool).get("urlopen"),
         "urllib3.HTTPResponse": vars(urllib3.response.HTTPResponse).get("__init__"),
         "http.client.request": vars(http.client.HTTPConnection).get("request"),
         "http.client.getresponse": vars(http.client.HTTPConnection).get("getresponse"),
         "requests.Session.send": vars(requests.Session).get("send"),
+        "aiohttp.ClientSession.__init__": vars(aiohttp.ClientSession).get("__init__"),
+        **{
+            f"websockets.ClientProtocol.{name}": vars(ws_sans_io.ClientProtocol).get(name)
+            for name in (
+                "__init__",
+                "connect",
+                "send_request",
+                "events_received",
+                "receive_data",
+                "receive_eof",
+                "send_text",
+                "send_binary",
+                "send_continuation",
+                "send_close",
+                "send_ping",
+                "send_pong",
+                "fail",
+            )
+        },
+        **{
+            f"websockets.asyncio.connect.{name}": vars(ws_asyncio.connect).get(name)
+            for name in ("open_tcp_connection", "create_connection")
+        },
+        "websockets.asyncio.recv": vars(ws_asyncio_connection.Connection).get("recv"),
+        "websockets.sync.recv": vars(ws_sync_connection.Connection).get("recv"),
+        "websockets.sync.socket": ws_sync.socket,
+        "websockets.sync.parse_uri": ws_sync.parse_uri,
+        **{
+            f"websockets.sync.reconnect.{name}": vars(getattr(ws_sync, "reconnect", object)).get(
+                name
+            )
+            for name in ("open_connection", "open_socket", "enable_tls")
+        },
+        # the transports' inner generator functions (their asynccontextmanager closures)
+        "mcp.stdio_client": mcp_stdio.stdio_client.__closure__[0].cell_contents,
+        "mcp.streamable_http_client": mcp_http.streamable_http_client.__closure__[0].cell_contents,
+        "mcp.sse_client": mcp_sse.sse_client.__closure__[0].cell_contents,
     }
 
 

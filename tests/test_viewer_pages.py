@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from _viewer_agent import Run, record
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_python
 from llm_server import LLMServer
 from starlette.testclient import TestClient
 
@@ -128,6 +128,123 @@ EXTRA: list[dict[str, Any]] = [
     {"kind": "tool"},
     {"kind": "http", "request": {"method": "GET", "url": "http://down.example/"}, "error": "boom"},
 ]
+
+
+# A real agent making each kind of call the capture layer records besides HTTP: two
+# `agenttrace.tool` calls (one raising), a websocket session (text and binary frames) against a
+# websockets server of its own, and an MCP stdio session with the mcp package's server.
+KINDS_AGENT = r"""
+import asyncio, json, os, sys, threading
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from websockets.asyncio.server import serve
+from websockets.sync.client import connect
+import agenttrace
+
+agenttrace.init()
+
+
+@agenttrace.tool
+def lookup_order(order_id: str) -> dict:
+    return {"order": order_id, "status": "shipped"}
+
+
+@agenttrace.tool(name="charge_card")
+def charge(amount: int) -> None:
+    raise ValueError(f"declined: {amount}")
+
+
+def echo_server(ready, port):
+    async def handler(ws):
+        async for message in ws:
+            reply = message[::-1] if isinstance(message, bytes) else json.dumps({"echo": message})
+            await ws.send(reply)
+
+    async def main():
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port.append(server.sockets[0].getsockname()[1])
+            ready.set()
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+async def weather_over_mcp():
+    params = StdioServerParameters(command=sys.executable, args=[os.environ["MCP_SERVER"]])
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("get_weather", {"city": "Paris"})
+            return [c.text for c in result.content]
+
+
+@agenttrace.run(name="kinds_agent")
+def main():
+    with agenttrace.step("Tools", type="tool_call"):
+        print(lookup_order("A-1"))
+        try:
+            charge(42)
+        except ValueError as exc:
+            print("refused", exc)
+    ready, port = threading.Event(), []
+    threading.Thread(target=echo_server, args=(ready, port), daemon=True).start()
+    ready.wait(10)
+    with agenttrace.step("Realtime", type="llm"):
+        with connect(f"ws://127.0.0.1:{port[0]}/v1/realtime") as ws:
+            ws.send("hello")
+            print(ws.recv())
+            ws.send(b"\x00\x01\x02")
+            print(ws.recv())
+    with agenttrace.step("MCP", type="tool_call"):
+        print(asyncio.run(weather_over_mcp()))
+
+
+main()
+"""
+
+MCP_SERVER = '''
+try:
+    from mcp.server.mcpserver import MCPServer as Server
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP as Server
+mcp = Server("weather")
+
+@mcp.tool()
+def get_weather(city: str) -> dict:
+    """The weather in a city."""
+    return {"city": city, "temp_c": len(city) * 3}
+
+mcp.run()
+'''
+
+
+def test_real_tool_mcp_and_websocket_events_render_from_their_fields(tmp_path: Path) -> None:
+    server = tmp_path / "mcp_server.py"
+    server.write_text(MCP_SERVER, encoding="utf-8")
+    result = run_python(KINDS_AGENT, env={"MCP_SERVER": str(server)}, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    store = tmp_path / ".agenttrace"
+    document = json.loads((store / "last.json").read_text(encoding="utf-8"))
+    kinds = {e["seq"]: e["kind"] for e in document["events"]}
+    client = _client(store)
+    page = client.get(f"/runs/{document['trace_id']}")
+    assert page.status_code == 200
+    for label in ("lookup_order", "charge_card", "/v1/realtime", "tools/call get_weather"):
+        assert label in page.text, label
+    assert str(server) in page.text  # the MCP server named by its command line, not a dict
+    panes = {
+        seq: client.get(f"/runs/{document['trace_id']}/events/{seq}").text
+        for seq, kind in kinds.items()
+        if kind in ("tool", "websocket", "mcp")
+    }
+    lookup, charge, socket, session = panes.values()
+    assert "Tool call" in lookup and "A-1" in lookup and "shipped" in lookup
+    assert "ValueError: declined: 42" in charge and "Result" not in charge
+    assert "WebSocket" in socket and "handshake</dt><dd>101" in socket
+    assert "1000, by the client" in socket and "4 frames, in order" in socket
+    assert "→ sent" in socket and "← received" in socket and "00000000  00 01 02" in socket
+    assert "MCP session" in session and "stdio" in session and str(server) in session
+    assert "initialize" in session and "get_weather" in session and "Paris" in session
 
 
 def test_every_kind_and_malformed_events_render_never_a_500(recorded: Run, tmp_path: Path) -> None:

@@ -83,5 +83,9 @@ class Answer:
             if out:
                 yield out
 
+    def decoded_chunks(self) -> list[bytes]:
+        """The body as recorded, content-coding removed (for a client that decodes itself)."""
+        return list(self._payload)
+
     def body(self) -> bytes:
         return b"".join(self.chunks())

@@ -49,7 +49,7 @@ class _Traveller:
     def time_ns(self) -> int:
         real = _time_machine.original_time_ns()
         mode = _mode.active()
-        if mode is None or _context.in_call():
+        if mode is None or _context.unreplayed():
             return real
         caller = sys._getframe(1).f_globals.get("__name__") or ""
         if caller.startswith(_OWN_CALLERS):

@@ -42,9 +42,15 @@ def install(patches: Patches) -> None:
     patches.replace(uuid, "getnode", _getnode)
 
 
+def _replayed_mode() -> _mode.Mode | None:
+    """The mode, for a draw the replay will make again: not a client's own draw inside an
+    intercepted call (a websocket's frame masks), nor a tool body's (the body does not run)."""
+    return None if _context.unreplayed() else _mode.active()
+
+
 def _wrap_bytes(source: str, original: Callable[[int], bytes]) -> Callable[[int], bytes]:
     def urandom(size: int, /) -> bytes:
-        mode = _mode.active()
+        mode = _replayed_mode()
         if mode is None:
             return original(size)
         return mode.entropy_bytes(source, size, original)
@@ -56,7 +62,7 @@ def _wrap_bytes(source: str, original: Callable[[int], bytes]) -> Callable[[int]
 
 def _wrap_getrandom(original: Callable[..., bytes]) -> Callable[..., bytes]:
     def getrandom(size: int, flags: int = 0, /) -> bytes:
-        mode = _mode.active()
+        mode = _replayed_mode()
         if mode is None:
             return original(size, flags)
         return mode.entropy_bytes("os.getrandom", size, lambda n: original(n, flags))
@@ -67,7 +73,7 @@ def _wrap_getrandom(original: Callable[..., bytes]) -> Callable[..., bytes]:
 
 def _seed(self: random.Random, a: Any = None, version: int = 2) -> None:
     if a is None and not isinstance(self, random.SystemRandom):
-        mode = _mode.active()
+        mode = _replayed_mode()
         if mode is not None:
             a = mode.entropy_seed(lambda: int.from_bytes(_ORIG_URANDOM(32), "big"))
     _ORIG_SEED(self, a, version)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
-from .. import _body, _context, _trace
+from .. import _body, _trace
+from .base import Capture, CaptureOwner
 from .calls import Answer, HttpCall
-from .errors import error_record
 
 logger = logging.getLogger("agenttrace")
 
@@ -30,14 +28,7 @@ _STREAM_TYPES = ("event-stream", "ndjson", "x-jsonlines")
 _COALESCE_S = 0.001  # reads closer together than this are stored as one chunk
 
 
-class ExchangeOwner(Protocol):
-    """Who decided what happens to a call, and so what becomes of its event."""
-
-    def finish(self, exchange: Exchange, event: dict[str, Any]) -> None:
-        """The call ended: ``event`` is complete (unredacted for a live call)."""
-
-    def scrub(self, text: str) -> str:
-        """Free text (an error message) as it may appear on a span."""
+ExchangeOwner = CaptureOwner  # the Recorder or the Player
 
 
 def span_attributes(call: HttpCall, url: str, seq: int) -> dict[str, Any]:
@@ -56,9 +47,10 @@ def span_attributes(call: HttpCall, url: str, seq: int) -> dict[str, Any]:
     return attributes
 
 
-class Exchange:
+class Exchange(Capture):
     """A live call: the response, body chunks and error its client reports."""
 
+    kind = "http"
     answer: Answer | None = None  # what a Player serves instead of going live
 
     def __init__(
@@ -66,47 +58,20 @@ class Exchange:
         owner: ExchangeOwner,
         call: HttpCall,
         *,
-        seq: int,
-        step: str | None,
-        rules: Any,
         request: dict[str, Any],
         request_redacted: list[str],
-        run: Any,
-        span: Span,
-        own_span: bool,
+        **where: Any,
     ) -> None:
-        self.owner = owner
+        super().__init__(owner, **where)
         self.call = call
-        self.seq = seq
-        self.step = step
-        self.rules = rules
         self.request = request  # already redacted: it is also the replay key
         self.request_redacted = request_redacted
-        self.run = run
-        self.span = span
-        self.own_span = own_span  # False: we enrich an outer instrumentation's CLIENT span
-        self._started = time.perf_counter()
         self._response: dict[str, Any] | None = None
-        self._error: dict[str, Any] | None = None
         self._decoder: _body.ContentDecoder | None = None
         self._chunks: list[tuple[float, bytearray]] = []
         self._last_chunk_at = -1.0
-        self._done = False
 
     # -- what the client reports ---------------------------------------------------------------
-
-    @contextmanager
-    def sending(self, phase: str | None = None) -> Iterator[None]:
-        """Wrap the real call: layers below are not captured again; an exception is recorded
-        (``phase`` says which call raised it, so replay raises it there too)."""
-        token = _context.enter_call()
-        try:
-            yield
-        except BaseException as exc:
-            self.fail(exc, phase=phase)
-            raise
-        finally:
-            _context.exit_call(token)
 
     def response(
         self,
@@ -115,7 +80,10 @@ class Exchange:
         *,
         reason: str | None = None,
         http_version: str | None = None,
+        decoded: bool = False,
     ) -> None:
+        """The status line and headers. ``decoded``: the client hands over the body with its
+        content-coding already removed (aiohttp), so the chunks are stored as they come."""
         try:
             pairs = [(_s(k), _s(v)) for k, v in headers]
             self._response = {"status": int(status), "headers": [list(h) for h in pairs]}
@@ -123,7 +91,7 @@ class Exchange:
                 self._response["reason"] = reason
             if http_version:
                 self._response["http_version"] = http_version
-            encoding = _body.header(pairs, "content-encoding")
+            encoding = None if decoded else _body.header(pairs, "content-encoding")
             self._decoder = _body.ContentDecoder(encoding)
             if not self._decoder.supported:
                 self._response["body_encoding"] = encoding
@@ -153,48 +121,19 @@ class Exchange:
         if self._chunks and now - self._last_chunk_at < _COALESCE_S:
             self._chunks[-1][1].extend(data)
         else:
-            self._chunks.append(((now - self._started) * 1000.0, bytearray(data)))
+            self._chunks.append((self.elapsed_ms(), bytearray(data)))
         self._last_chunk_at = now
-
-    def fail(self, exc: BaseException, phase: str | None = None) -> None:
-        """The call or its body failed."""
-        if self._done:
-            return
-        try:
-            self._error = error_record(exc)
-            if phase is not None:
-                self._error["phase"] = phase
-            if self.own_span or self.span.is_recording():
-                self.span.set_attribute("error.type", type(exc).__qualname__)
-                message = self.owner.scrub(f"{type(exc).__name__}: {exc}")
-                self.span.set_status(Status(StatusCode.ERROR, message))
-        except Exception:
-            logger.exception("agenttrace: could not record an error")
-        self.close()
-
-    def close(self) -> None:
-        """The body is fully read or the caller closed it: complete the event and its span."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            self._finish()
-        except Exception:
-            logger.exception("agenttrace: could not record an HTTP event")
 
     # -- completion ---------------------------------------------------------------------------
 
     def _finish(self) -> None:
-        event: dict[str, Any] = {
-            "seq": self.seq,
-            "kind": "http",
-            "step": self.step,
-            "span_id": format(self.span.get_span_context().span_id, "016x"),
-            "client": self.call.client,
-            "request": self.request,
-            "duration_ms": round((time.perf_counter() - self._started) * 1000.0, 3),
-            "redacted": self.request_redacted,
-        }
+        event = self.event_head()
+        event.update(
+            client=self.call.client,
+            request=self.request,
+            duration_ms=self.duration_ms(),
+            redacted=self.request_redacted,
+        )
         self._complete(event)
         span = self.span
         if self._response is not None and (self.own_span or span.is_recording()):

@@ -23,9 +23,12 @@ from .. import _context
 from ..errors import GovernanceViolation
 from .calls import HttpCall
 from .exchange import Exchange
+from .messages import MessageSession, SessionCall
+from .tools import ToolCall, ToolRun
 
 logger = logging.getLogger("agenttrace")
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class Mode(Protocol):
@@ -33,6 +36,14 @@ class Mode(Protocol):
 
     def begin_http(self, call: HttpCall) -> Exchange | None:
         """Intercept an HTTP call: an exchange to report to (or serve from), or None."""
+
+    def begin_session(self, call: SessionCall) -> MessageSession | None:
+        """Intercept a websocket connection or an MCP session: a session to report to, or a
+        served one (``session.recorded`` set), or None."""
+
+    def begin_tool(self, call: ToolCall) -> ToolRun | None:
+        """Intercept a call of an ``agenttrace.tool``: a run to report to, or a served one
+        (``run.recorded`` set: the body must not run), or None."""
 
     def entropy_bytes(self, source: str, size: int, real: Callable[[int], bytes]) -> bytes:
         """``size`` random bytes for ``source`` (``os.urandom``, ``os.getrandom``)."""
@@ -85,19 +96,29 @@ def intercepting() -> bool:
 
 def begin(call: HttpCall) -> Exchange | None:
     """Start intercepting a call; None means "not ours, call the client as if we were not here"."""
+    return _begin(lambda mode: mode.begin_http(call), f"{call.method} {call.url}")
+
+
+def begin_session(call: SessionCall) -> MessageSession | None:
+    """Start intercepting a message session (websocket, MCP); None: not ours."""
+    return _begin(lambda mode: mode.begin_session(call), f"{call.kind} {call.label}")
+
+
+def begin_tool(call: ToolCall) -> ToolRun | None:
+    """Start intercepting a tool call; None: not ours (run the body as if we were not here)."""
+    return _begin(lambda mode: mode.begin_tool(call), f"tool {call.name}")
+
+
+def _begin(start: Callable[[Mode], T | None], what: str) -> T | None:
     mode = active() if not _context.in_call() else None
     if mode is None:
         return None
     try:
-        return mode.begin_http(call)
+        return start(mode)
     except GovernanceViolation:
         raise
     except Exception:
-        logger.exception(
-            "agenttrace: could not intercept %s %s; the call goes through unrecorded",
-            call.method,
-            call.url,
-        )
+        logger.exception("agenttrace: could not intercept %s; it goes through unrecorded", what)
         return None
 
 
@@ -111,6 +132,18 @@ def internal_errors(what: str) -> Iterator[None]:
         raise
     except Exception:
         logger.exception("agenttrace: could not %s", what)
+
+
+@contextmanager
+def clients_own_work() -> Iterator[None]:
+    """A client's own bookkeeping (a connection id, a handshake key, frame masks) that a replay
+    may not repeat the same way: it draws none of the agent's entropy, clock or flow numbers, and
+    nothing below it is captured."""
+    token = _context.enter_call()
+    try:
+        yield
+    finally:
+        _context.exit_call(token)
 
 
 def when_intercepting(original: Callable[..., Any]) -> Callable[[F], F]:

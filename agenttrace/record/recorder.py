@@ -14,7 +14,17 @@ from .. import _context, _trace
 from .._body import encode_body, header
 from .._redaction import Redactor
 from .._runs import RunHandle, Runs
-from ..capture import Exchange, HttpCall
+from ..capture import (
+    Capture,
+    Exchange,
+    HttpCall,
+    MessageSession,
+    SessionCall,
+    ToolCall,
+    ToolRun,
+    messages,
+    tools,
+)
 from ..capture.entropy import current_flow, dns_to_json, encode
 from ..capture.exchange import span_attributes
 
@@ -25,7 +35,7 @@ class Recorder:
     def __init__(self, runs: Runs, redactor: Redactor) -> None:
         self.runs = runs
         self.redactor = redactor
-        self._open: dict[int, Exchange] = {}  # dict set/pop are atomic under the GIL
+        self._open: dict[int, Capture] = {}  # dict set/pop are atomic under the GIL
         self._node_logged: int | None = None
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -87,21 +97,51 @@ class Recorder:
     def parent_context(self) -> Context | None:
         return self.runs.parent_context()
 
-    # -- ExchangeOwner -----------------------------------------------------------------------------
+    # -- message sessions and tools --------------------------------------------------------------
+
+    def begin_session(self, call: SessionCall) -> MessageSession:
+        session = MessageSession(
+            self, call, **where(self.runs, self._start_span, messages.span_start, call)
+        )
+        self._open[id(session)] = session
+        return session
+
+    def begin_tool(self, call: ToolCall) -> ToolRun:
+        rules = _context.current_rules()
+        args, paths = self.redactor.payload(call.args, rules)
+        run = ToolRun(
+            self,
+            call,
+            args=args,
+            redacted=tools.argument_paths(paths),
+            **where(self.runs, self._start_span, tools.span_start, call, SpanKind.INTERNAL),
+        )
+        self._open[id(run)] = run
+        return run
+
+    def _start_span(
+        self, name: str, attributes: dict[str, Any], kind: SpanKind, run: RunHandle | None
+    ) -> Any:
+        return self.runs.tracer.start_span(
+            name, context=self.runs.parent_context(run), kind=kind, attributes=attributes
+        )
+
+    # -- CaptureOwner ------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
         return self.redactor.text(text)
 
-    def finish(self, exchange: Exchange, event: dict[str, Any]) -> None:
-        self._open.pop(id(exchange), None)
-        redacted = self.redactor.event(event, exchange.rules, request_done=True)
-        self.publish(exchange, redacted)
+    def finish(self, capture: Capture, event: dict[str, Any]) -> None:
+        self._open.pop(id(capture), None)
+        redacted = self.redactor.event(event, capture.rules, request_done=capture.kind == "http")
+        self.publish(capture, redacted)
 
-    def publish(self, exchange: Exchange, event: dict[str, Any] | None) -> None:
-        """Put a finished event on its span (the trace document is rebuilt from spans)."""
+    def publish(self, capture: Capture, event: dict[str, Any] | None) -> None:
+        """Put a finished event of any kind on its span (the trace document is rebuilt from
+        spans): the one way every completed event leaves the Recorder."""
         payload = _trace.dumps_compact(event)
-        span = exchange.span
-        if exchange.own_span:
+        span = capture.span
+        if capture.own_span:
             span.set_attribute(_trace.ATTR_EVENT, payload)
             span.end()
         elif span.is_recording():
@@ -112,14 +152,15 @@ class Recorder:
             late = self.runs.tracer.start_span(
                 "agenttrace.event",
                 context=trace.set_span_in_context(span),
-                attributes={_trace.ATTR_SEQ: exchange.seq, _trace.ATTR_EVENT: payload},
+                attributes={_trace.ATTR_SEQ: capture.seq, _trace.ATTR_EVENT: payload},
             )
             late.end()
 
     def close_open(self) -> None:
-        """Complete the streams the agent never closed, so they still get recorded."""
-        for exchange in list(self._open.values()):
-            exchange.close()
+        """Complete the streams and sessions the agent never closed, so they still get
+        recorded."""
+        for capture in list(self._open.values()):
+            capture.close()
 
     # -- entropy and DNS -----------------------------------------------------------------------------
 
@@ -165,6 +206,28 @@ class Recorder:
         self.runs.add_event(
             {"kind": "dns", "host": host, "port": port, "result": dns_to_json(result)}
         )
+
+
+def where(
+    runs: Runs,
+    start_span: Callable[[str, dict[str, Any], SpanKind, RunHandle | None], Any],
+    span_start: Callable[[Any, int], Any],
+    call: Any,
+    kind: SpanKind = SpanKind.CLIENT,
+) -> dict[str, Any]:
+    """Where a new session or tool call belongs: its seq, step, rules, run and a span of its own
+    (``span_start`` names it, ``start_span`` opens it)."""
+    step = _context.current_step()
+    run = runs.current()
+    seq = runs.next_seq()
+    name, attributes = span_start(call, seq)
+    return {
+        "seq": seq,
+        "step": step.name if step else None,
+        "rules": _context.current_rules(),
+        "run": run,
+        "span": start_span(name, attributes, kind, run),
+    }
 
 
 def outer_client_span(runs: Runs, call: HttpCall, seq: int) -> trace.Span | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._jsondiff import MISSING, Difference, differences, short
+from ..capture.messages import comparable, session_key
 from .engine import ReplayEngine
 from .matching import request_key
 
@@ -46,12 +47,80 @@ def dropped_answer(recorded: dict[str, Any]) -> str:
     )
 
 
-def never_made(unplayed: list[dict[str, Any]]) -> str:
-    names = ", ".join(
-        f"#{e['seq']} {e['request']['method']} {e['request']['url']}"
-        + (f" (step {e['step']!r})" if e.get("step") else "")
-        for e in unplayed[:5]
+def describe(event: dict[str, Any]) -> str:
+    """One recorded event in a line: ``#7 POST https://...``, ``#9 tool db.query``..."""
+    kind = event.get("kind")
+    if kind == "tool":
+        what = f"tool {event.get('name')}"
+    elif kind in ("websocket", "mcp"):
+        what = f"{kind} session {session_key(kind, event)}"
+    else:
+        what = f"{event['request']['method']} {event['request']['url']}"
+    return f"#{event['seq']} {what}" + (f" (step {event['step']!r})" if event.get("step") else "")
+
+
+def _where(step: str | None) -> str:
+    return f" in step {step!r}" if step else " outside any step"
+
+
+def unrecorded_tool(engine: ReplayEngine, name: str, args: Any, step: str | None) -> str:
+    lines = [f"unrecorded call of tool {name!r}{_where(step)}."]
+    recorded = [e for e in engine.not_yet_served("tool") if e.get("name") == name]
+    if recorded:
+        lines.append("Recorded calls of it not yet replayed:")
+        for event in recorded[:3]:
+            diffs = list(json_diff(event.get("args"), args, "args"))
+            lines.append(f"  {describe(event)}: " + ("; ".join(diffs[:3]) or "identical arguments"))
+    else:
+        lines.append(f"No call of {name!r} is left in the recording.")
+    lines.append(f"Recording: {engine.source}")
+    return "\n".join(lines)
+
+
+def unrecorded_session(engine: ReplayEngine, kind: str, key: str, step: str | None) -> str:
+    lines = [f"unrecorded {kind} session {key}{_where(step)}."]
+    recorded = engine.not_yet_served(kind)
+    if recorded:
+        lines.append(f"Recorded {kind} sessions not yet replayed:")
+        lines += [f"  {describe(e)}" for e in recorded[:3]]
+    else:
+        lines.append(f"Every recorded {kind} session has already been replayed.")
+    lines.append(f"Recording: {engine.source}")
+    return "\n".join(lines)
+
+
+def unreplayable_tool(recorded: dict[str, Any]) -> str:
+    reason = recorded.get("unrecordable") or "its payloads were dropped by a step filter"
+    return (
+        f"cannot replay {describe(recorded)}: when it was recorded, {reason}. Record it again "
+        "with encode=/decode= (or a filter that redacts fields instead of returning None)."
     )
+
+
+def message_differs(
+    label: str, index: int, expected: dict[str, Any], actual: dict[str, Any]
+) -> str:
+    diffs = list(json_diff(comparable(expected), comparable(actual), f"[{index}]"))
+    return (
+        f"{label}: message #{index} sent by the client differs from the recording: "
+        + "; ".join(diffs[:3])
+        + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
+    )
+
+
+def message_unrecorded(label: str, index: int, actual: dict[str, Any]) -> str:
+    return (
+        f"{label}: the client sent message #{index} ({short(comparable(actual))}), which the "
+        "recording does not have: the recorded session sent fewer messages."
+    )
+
+
+def session_ended(label: str, what: str) -> str:
+    return f"{label}: the recording ends here, but the client {what}."
+
+
+def never_made(unplayed: list[dict[str, Any]]) -> str:
+    names = ", ".join(describe(e) for e in unplayed[:5])
     more = f" and {len(unplayed) - 5} more" if len(unplayed) > 5 else ""
     return f"{len(unplayed)} recorded call(s) were never made: {names}{more}"
 

@@ -17,7 +17,8 @@ from collections import deque
 from typing import Any
 
 from .._runs import clock_reads
-from .matching import Key, canonical_url, exact_key, request_key
+from ..capture.messages import session_key
+from .matching import Key, canonical_url, exact_key, request_key, tool_key
 
 
 class ReplayEngine:
@@ -37,10 +38,22 @@ class ReplayEngine:
         self.node: int | None = None  # uuid.getnode() of the recording machine
         self.clock: dict[str, list[int]] = {}  # wall-clock reads (ns) per flow
         self._dns: dict[tuple[str, str], deque[Any]] = {}
+        # websocket and MCP sessions by (kind, URL or server), tool calls by (name, arguments)
+        self._sessions: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+        self._tools: dict[tuple[str, str], deque[dict[str, Any]]] = {}
         self._unplayed: dict[int, dict[str, Any]] = {}
         for event in events:
+            if event.get("in_tool") is not None:
+                continue  # made by a tool's body, which a replay does not run: never expected
             kind = event.get("kind")
-            if kind == "http":
+            if kind in ("websocket", "mcp"):
+                self._sessions.setdefault(session_index(kind, event), deque()).append(event)
+                self._unplayed[event["seq"]] = event
+            elif kind == "tool":
+                key = (event["name"], tool_key(event.get("args")))
+                self._tools.setdefault(key, deque()).append(event)
+                self._unplayed[event["seq"]] = event
+            elif kind == "http":
                 request = event["request"]
                 self._calls.setdefault(request_key(request), deque()).append(event)
                 self._exact.setdefault(exact_key(request), deque()).append(event)
@@ -75,14 +88,22 @@ class ReplayEngine:
                     return event
             return None
 
+    def take_session(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The next recorded websocket or MCP session for a (redacted) URL or server."""
+        return self._take(self._sessions, (kind, _session_key(kind, key)))
+
+    def take_tool(self, name: str, args: Any) -> dict[str, Any] | None:
+        """The next recorded call of tool ``name`` with these (encoded, redacted) arguments."""
+        return self._take(self._tools, (name, tool_key(args)))
+
     def unplayed(self) -> list[dict[str, Any]]:
         with self._lock:
             return [self._unplayed[k] for k in sorted(self._unplayed)]
 
-    def not_yet_served(self) -> list[dict[str, Any]]:
-        """Recorded calls still waiting in the index (for divergence messages: a scan)."""
+    def not_yet_served(self, kind: str = "http") -> list[dict[str, Any]]:
+        """Recorded events of ``kind`` not served yet (for divergence messages: a scan)."""
         with self._lock:
-            return [e for q in self._calls.values() for e in q] or list(self._unplayed.values())
+            return [e for e in self._unplayed.values() if e.get("kind") == kind]
 
     # -- entropy and DNS -------------------------------------------------------------------------
 
@@ -145,3 +166,11 @@ class ReplayEngine:
         with self._lock:
             queue = self._dns.get((host, str(port)))
             return queue.popleft() if queue else None
+
+
+def session_index(kind: str, event: dict[str, Any]) -> tuple[str, str]:
+    return kind, _session_key(kind, session_key(kind, event))
+
+
+def _session_key(kind: str, key: str) -> str:
+    return canonical_url(key) if kind == "websocket" else key

@@ -62,3 +62,8 @@ def request_key(request: dict[str, Any]) -> Key:
         canonical_url(request["url"]),
         canonical_body(request.get("body")),
     )
+
+
+def tool_key(args: Any) -> str:
+    """The matching key of a tool call's (encoded, redacted) arguments."""
+    return canonical_json(args)

@@ -22,12 +22,27 @@ from .. import _context
 from .._body import encode_body, header
 from .._redaction import Redactor
 from .._runs import RunHandle, Runs
-from ..capture import Answer, Exchange, HttpCall, ServedExchange
+from ..capture import (
+    Answer,
+    Capture,
+    Exchange,
+    HttpCall,
+    MessageSession,
+    ServedExchange,
+    ServedSession,
+    ServedTool,
+    SessionCall,
+    ToolCall,
+    ToolRun,
+    messages,
+    tools,
+)
 from ..capture.entropy import current_flow, dns_from_json
 from ..capture.exchange import span_attributes
+from ..capture.messages import session_key
 from ..governance import Governance
 from ..record import Recorder
-from ..record.recorder import outer_client_span
+from ..record.recorder import outer_client_span, where
 from . import divergence
 from .clock import ReplayClock
 from .engine import ReplayEngine
@@ -71,7 +86,7 @@ class ReplaySpanProcessor(SpanProcessor):
         self.gate = gate
         self.store = store  # the local store of replayed runs (exporters.local.LocalStore)
         self._live = _PassThrough(runs, redactor, gate)
-        self._open: dict[int, Exchange] = {}
+        self._open: dict[int, Capture] = {}
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -140,25 +155,100 @@ class ReplaySpanProcessor(SpanProcessor):
     def parent_context(self) -> Context | None:
         return self.runs.parent_context()
 
+    # -- websocket and MCP sessions -----------------------------------------------------------------
+
+    def begin_session(self, call: SessionCall) -> MessageSession:
+        step = _context.current_step()
+        step_name = step.name if step else None
+        fields = self.redactor.event({"kind": call.kind, **call.fields}, _context.current_rules())
+        key = session_key(call.kind, fields or call.fields)
+        recorded = self.engine.take_session(call.kind, key)
+        if recorded is None:
+            self.gate.divergence(
+                divergence.unrecorded_session(self.engine, call.kind, key, step_name)
+            )
+            self.gate.passthrough += 1
+            return self._live.begin_session(call)
+        session = ServedSession(
+            self, call, recorded, **where(self.runs, self._start_span, messages.span_start, call)
+        )
+        self._open[id(session)] = session
+        return session
+
+    def different_message(
+        self,
+        session: ServedSession,
+        index: int,
+        expected: dict[str, Any],
+        actual: dict[str, Any],
+    ) -> None:
+        self.gate.divergence(divergence.message_differs(_label(session), index, expected, actual))
+
+    def unrecorded_message(
+        self, session: ServedSession, index: int, actual: dict[str, Any]
+    ) -> None:
+        self.gate.divergence(divergence.message_unrecorded(_label(session), index, actual))
+
+    def recording_ended(self, session: ServedSession, what: str) -> None:
+        self.gate.divergence(divergence.session_ended(_label(session), what))
+
+    # -- tools ---------------------------------------------------------------------------------------
+
+    def begin_tool(self, call: ToolCall) -> ToolRun:
+        step = _context.current_step()
+        args, paths = self.redactor.payload(call.args, _context.current_rules())
+        recorded = self.engine.take_tool(call.name, args)
+        if recorded is None or recorded.get("unrecordable") or recorded.get("dropped"):
+            if recorded is None:
+                message = divergence.unrecorded_tool(
+                    self.engine, call.name, args, step.name if step else None
+                )
+            else:
+                message = divergence.unreplayable_tool(recorded)
+            self.gate.divergence(message)
+            self.gate.passthrough += 1  # relaxed: the body runs, and its I/O is expected
+            return self._live.begin_tool(call)
+        run = ServedTool(
+            self,
+            call,
+            recorded,
+            args=args,
+            redacted=tools.argument_paths(paths),
+            **where(self.runs, self._start_span, tools.span_start, call, SpanKind.INTERNAL),
+        )
+        self._open[id(run)] = run
+        return run
+
+    def _start_span(
+        self, name: str, attributes: dict[str, Any], kind: SpanKind, run: RunHandle | None
+    ) -> Any:
+        """A served capture's span: straight to the replay store when it has a parent."""
+        parent = self.runs.parent_span(run)
+        if parent is not None:
+            return ReplaySpan(self.store, name, parent.get_span_context(), attributes, kind.name)
+        return self.runs.tracer.start_span(
+            name, context=self.runs.parent_context(run), kind=kind, attributes=attributes
+        )
+
     # -- ExchangeOwner (served calls) --------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
         return self.redactor.text(text)
 
-    def finish(self, exchange: Exchange, event: dict[str, Any]) -> None:
-        self._open.pop(id(exchange), None)
-        if exchange.run is None:
-            self._live.publish(exchange, event)
+    def finish(self, capture: Capture, event: dict[str, Any]) -> None:
+        self._open.pop(id(capture), None)
+        if capture.run is None:
+            self._live.publish(capture, event)
             return
         # The replayed run only goes to the local store, so its events ride on the run's root
         # span (like entropy) and are serialised once, when the run is written.
-        exchange.run.events.append(event)
-        if exchange.own_span:
-            exchange.span.end()
+        capture.run.events.append(event)
+        if capture.own_span:
+            capture.span.end()
 
     def close_open(self) -> None:
-        for exchange in list(self._open.values()):
-            exchange.close()
+        for capture in list(self._open.values()):
+            capture.close()
         self._live.close_open()
 
     # -- entropy and DNS ---------------------------------------------------------------------------
@@ -238,3 +328,7 @@ class ReplaySpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.store.processor.force_flush(timeout_millis)
+
+
+def _label(session: MessageSession) -> str:
+    return f"{session.call.kind} session {session.call.label}"

@@ -20,8 +20,16 @@ from .._ids import ID_GENERATOR
 class ReplaySpan:
     """The part of the ``opentelemetry.trace.Span`` interface an exchange uses."""
 
-    def __init__(self, store: Any, name: str, parent: SpanContext, attributes: dict[str, Any]):
+    def __init__(
+        self,
+        store: Any,
+        name: str,
+        parent: SpanContext,
+        attributes: dict[str, Any],
+        kind: str = "CLIENT",
+    ):
         self._store = store
+        self._kind = kind
         self._name = name
         self._parent = parent
         self._context = SpanContext(
@@ -56,7 +64,7 @@ class ReplaySpan:
             span_id=format(self._context.span_id, "016x"),
             parent_id=format(self._parent.span_id, "016x"),
             name=self._name,
-            kind="CLIENT",
+            kind=self._kind,
             start_ns=self._start_ns,
             end_ns=time.time_ns(),
             status=self._status.status_code.name.lower(),

@@ -23,6 +23,7 @@ from ..._body import decode_body, json_value
 from ..._console import duration, tokens, usd
 from ..._genai import parse_call
 from ..._outline import EventLine
+from ...capture.messages import session_key
 
 logger = logging.getLogger("agenttrace.server")
 
@@ -60,6 +61,7 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
     items_name: str = "items"  # what the items are: "chunks", "messages", "frames"
+    items_open: bool = False  # listed open: they are what the event is (not a stream's pieces)
     more_items: int = 0  # items not listed (past MAX_LISTED)
 
 
@@ -117,7 +119,7 @@ def _facts(line: EventLine, event: Mapping[str, Any]) -> list[tuple[str, str]]:
     if line.cost_usd is not None:
         facts.append(("cost", usd(line.cost_usd)))
     if line.detail:
-        facts.append(("", line.detail))
+        facts.append(("summary", line.detail))
     return facts
 
 
@@ -205,17 +207,25 @@ def _tool(event: Mapping[str, Any]) -> list[Section]:
     section.blocks.append(_value_block("Arguments", event.get("args"), "args"))
     if "result" in event:
         section.blocks.append(_value_block("Result", event.get("result"), "result"))
+    if "items" in event:  # a generator: what it yielded, in order
+        section.blocks.append(_value_block("Yielded", event.get("items"), "items"))
+    if event.get("unrecordable"):
+        section.facts.append(("not recorded", str(event["unrecordable"])))
     return [section]
 
 
 def _mcp(event: Mapping[str, Any]) -> list[Section]:
-    section = Section(
-        "MCP session",
-        facts=[(name, str(event[name])) for name in ("transport", "server") if event.get(name)],
-    )
+    facts = [("transport", str(event["transport"]))] if event.get("transport") else []
+    server = event.get("server")
+    if isinstance(server, Mapping):  # its URL, or the command line that started it
+        facts.append(("server", session_key("mcp", dict(event))))
+    elif server:
+        facts.append(("server", str(server)))
+    section = Section("MCP session", facts=facts)
     messages = [m for m in event.get("messages") or () if isinstance(m, Mapping)]
     section.facts.append(("messages", str(len(messages))))
     _list(section, "messages", messages, "messages")
+    section.items_open = True
     return [section]
 
 
@@ -226,14 +236,22 @@ def _websocket(event: Mapping[str, Any]) -> list[Section]:
         facts=[("url", str(request.get("url") or event.get("url") or "?"))],
         headers=_headers(request.get("headers")),
     )
+    handshake = event.get("response")
+    if isinstance(handshake, Mapping) and handshake.get("status") is not None:
+        section.facts.append(("handshake", str(handshake["status"])))
     frames = [f for f in event.get("frames") or () if isinstance(f, Mapping)]
     section.facts.append(("frames", str(len(frames))))
     close = event.get("close")
     if close is not None:
-        code = close.get("code") if isinstance(close, Mapping) else close
-        reason = close.get("reason") if isinstance(close, Mapping) else None
-        section.facts.append(("closed", f"{code}" + (f" ({reason})" if reason else "")))
+        known = close if isinstance(close, Mapping) else {"code": close}
+        closed = str(known.get("code"))
+        if known.get("reason"):
+            closed += f" ({known['reason']})"
+        if known.get("by"):
+            closed += f", by the {known['by']}"
+        section.facts.append(("closed", closed))
     _list(section, "frames", frames, "frames")
+    section.items_open = True
     return [section]
 
 
@@ -379,7 +397,7 @@ def part_content(event: Mapping[str, Any], part: str) -> tuple[bytes, str, str] 
         return _stored(body)
     if part == "stream" and isinstance(response.get("chunks"), list):
         return _sse.stream_bytes(response), "text/plain", "txt"
-    if part in ("args", "result", "messages", "frames") and part in event:
+    if part in ("args", "result", "items", "messages", "frames") and part in event:
         return _json_bytes(event[part]), _MEDIA_JSON, "json"
     return None
 
