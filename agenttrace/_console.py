@@ -104,7 +104,7 @@ def _print_outline(outline: Outline, console: Console, show_all: bool) -> None:
     width = len(str(max((e.seq for e in outline.events), default=0)))
     folded = 0
     for prefix, item in _tree_lines(outline.root, "", show_all):
-        if isinstance(item, _Fold):
+        if isinstance(item, Fold):
             folded += item.count
         line = Text()
         line.append(prefix, style="dim")
@@ -125,8 +125,8 @@ def _print_outline(outline: Outline, console: Console, show_all: bool) -> None:
 
 
 @dataclass
-class _Fold:
-    """Events folded into one line."""
+class Fold:
+    """Events folded into one line (of ``show``, and of the web viewer's waterfall)."""
 
     lines: list[EventLine]
     facts: bool
@@ -137,7 +137,7 @@ class _Fold:
 
 
 def _tree_lines(node: StepNode, prefix: str, show_all: bool) -> Iterator[tuple[str, Any]]:
-    items = node.children if show_all else _folded(node.children)
+    items = node.children if show_all else folded(node.children)
     for index, item in enumerate(items):
         last = index == len(items) - 1
         yield prefix + ("└─ " if last else "├─ "), item
@@ -149,7 +149,7 @@ def _similar(line: EventLine) -> tuple[str, str, str | None]:
     return line.kind, line.label.split("?", 1)[0], line.status
 
 
-def _folded(children: Sequence[StepNode | EventLine]) -> list[Any]:
+def folded(children: Sequence[StepNode | EventLine]) -> list[Any]:
     """Consecutive facts (two or more) become one line; so do the middle of a long run of
     similar calls (a polling loop), keeping its first and last calls in view."""
     out: list[Any] = []
@@ -161,7 +161,7 @@ def _folded(children: Sequence[StepNode | EventLine]) -> list[Any]:
             while end < len(children) and _is_fact(children[end]):
                 end += 1
             run = list(children[index:end])
-            out += [_Fold(run, facts=True)] if len(run) > 1 else run
+            out += [Fold(run, facts=True)] if len(run) > 1 else run
         elif isinstance(child, EventLine):
             while (
                 end < len(children)
@@ -173,7 +173,7 @@ def _folded(children: Sequence[StepNode | EventLine]) -> list[Any]:
             run = list(children[index:end])
             if len(run) >= FOLD_CALLS_AT:
                 middle = run[_KEEP_HEAD:-_KEEP_TAIL]
-                out += [*run[:_KEEP_HEAD], _Fold(middle, facts=False), *run[-_KEEP_TAIL:]]
+                out += [*run[:_KEEP_HEAD], Fold(middle, facts=False), *run[-_KEEP_TAIL:]]
             else:
                 out += run
         else:
@@ -189,7 +189,7 @@ def _is_fact(item: Any) -> bool:
 def _item_text(item: Any, width: int) -> Text:
     if isinstance(item, StepNode):
         return _step_text(item)
-    if isinstance(item, _Fold):
+    if isinstance(item, Fold):
         return _fold_text(item, width)
     return event_text(item, width)
 
@@ -227,7 +227,7 @@ def event_text(line: EventLine, width: int = 0) -> Text:
     return text
 
 
-def _fold_text(fold: _Fold, width: int) -> Text:
+def _fold_text(fold: Fold, width: int) -> Text:
     first, last = fold.lines[0].seq, fold.lines[-1].seq
     span = f"#{first}–#{last}".rjust(width + 1)
     if fold.facts:
@@ -246,13 +246,13 @@ def _fold_text(fold: _Fold, width: int) -> Text:
         (f"  {like.status}", "green" if like.ok else "bold red"),
         (f"  {duration(spent)} in all", "dim"),
     )
-    usage = _sum_usage(fold.lines)
+    usage = sum_usage(fold.lines)
     if usage.reported():
         text.append(f"  {tokens(usage)}", style="yellow")
     return text
 
 
-def _sum_usage(lines: Sequence[EventLine]) -> Usage:
+def sum_usage(lines: Sequence[EventLine]) -> Usage:
     total = Usage()
     for line in lines:
         if line.usage is not None:

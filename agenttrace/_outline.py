@@ -23,6 +23,7 @@ from . import _trace
 from ._body import json_value
 from ._cost import RunTotals, call_cost, totals_of
 from ._genai import LLMCall, Usage, parse_call
+from .capture.messages import session_key
 
 logger = logging.getLogger("agenttrace")
 
@@ -239,7 +240,10 @@ def _summarize_mcp(line: EventLine, event: Mapping[str, Any]) -> None:
                 methods.append(name)
         elif message.get("dir") == "recv" and body.get("error"):
             failed = True
-    server = event.get("server") or event.get("transport") or "mcp"
+    server = event.get("server")
+    if isinstance(server, Mapping):  # {"command", "args"} or {"url"}: named as replay matches it
+        server = session_key("mcp", dict(event))
+    server = server or event.get("transport") or "mcp"
     line.label = f"{server}: {', '.join(methods) or 'no requests'}"
     line.detail = f"{len(messages)} messages"
     line.status, line.ok = ("error", False) if failed else ("ok", True)

@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_replay,
         _add_show,
         _add_diff,
+        _add_view,
         _add_serve,
         _add_prune,
         _add_pull,
@@ -439,6 +440,52 @@ def _checked(source: Any, label: str | None = None) -> tuple[dict[str, Any], str
     return document, label or read_as
 
 
+# -- view ---------------------------------------------------------------------------------------
+
+
+def _add_view(sub: Any) -> None:
+    p = sub.add_parser(
+        "view",
+        help="read runs in the browser: the web viewer over the local store or a file",
+        description="Serve the web viewer (the runs list, each run's waterfall and events, "
+        "side-by-side diffs, downloads) for the local store, a directory of trace files or one "
+        "trace file, on 127.0.0.1 with no key, and open it in the browser when on a desktop. "
+        "PATH defaults to the local store (AGENTTRACE_LOCAL_DIR, else .agenttrace). Needs "
+        "agenttrace[server].",
+    )
+    p.add_argument(
+        "path", nargs="?", metavar="PATH", help="a local store, a directory or a trace file"
+    )
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.set_defaults(handler=_view)
+
+
+def _view(args: argparse.Namespace) -> int:
+    _server_modules("view")
+    from .server.viewer import local
+
+    path = args.path or resolve({}).local_dir
+    if not os.path.exists(path):
+        hint = (
+            "record a run first (it lands in the local store), or pass a trace file or directory"
+            if args.path is None
+            else "pass a local store, a directory of trace files or a trace file"
+        )
+        raise CommandError(f"{path}: no such file or directory; {hint}", 2)
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port {args.port} is not a TCP port (0 to 65535)", 2)
+    try:
+        sock = local.bind(args.port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
+    url = local.start_url(sock, path)
+    _say(f"viewing {path} at {url} (Ctrl-C to stop)")
+    print(url, flush=True)
+    local.serve(sock, path, open_browser=not args.no_browser)
+    return 0
+
+
 # -- serve --------------------------------------------------------------------------------------
 
 
@@ -510,6 +557,7 @@ def _add_retain_days(p: argparse.ArgumentParser, help: str, required: bool = Fal
 
 def _server_modules(command: str) -> Any:
     try:
+        import jinja2  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
 

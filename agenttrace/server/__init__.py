@@ -1,6 +1,7 @@
 """The self-hostable AgentTrace backend (`agenttrace serve`; needs the `agenttrace[server]` extra).
 
-- ``app``: the ASGI app (ingest + trace API), blocking work on worker threads
+- ``app``: the ASGI app (ingest + trace API + web viewer), blocking work on worker threads
+- ``viewer``: the web viewer's pages (also ``agenttrace view`` over the local store)
 - ``intake``: reading an ingest body (size cap, body timeout, large-ingest slots)
 - ``inflate``: gzip/deflate decoded as it arrives, bounded and linear-time
 - ``otlp``: OTLP/HTTP payloads to span records (depth limits)

@@ -1,4 +1,4 @@
-"""The backend's HTTP surface: OTLP ingest and the trace API (Starlette).
+"""The backend's HTTP surface: OTLP ingest, the trace API and the web viewer (Starlette).
 
 Nothing blocking runs on the event loop: inflating, decoding and every database call go to
 worker threads, each kind under its own limit, so a burst of ingests cannot take the threads
@@ -28,6 +28,7 @@ from .intake import Intake
 from .limits import Limits
 from .store import CursorError, SqlStore, StoreUnavailable
 from .stores import open_store
+from .viewer.routes import store_routes
 
 MAX_LIST_LIMIT = 1000
 RETRY_AFTER_SECONDS = 5
@@ -53,7 +54,8 @@ def create_app(
     Each API key is one project. Opens the store (creating or migrating its schema) now, so a
     database that cannot be used fails here, before the server listens.
     """
-    projects = {project_id(key) for key in api_keys}
+    key_projects = {key: project_id(key) for key in api_keys}
+    projects = set(key_projects.values())
     if not projects:
         raise ValueError("the server needs at least one API key")
     store = open_store(db)
@@ -77,6 +79,8 @@ def create_app(
         Route("/api/v1/traces/{trace_id}", api.get_trace, methods=["GET"]),
         Route("/api/v1/traces/{trace_id}/events", api.get_events, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
+        # The web viewer (HTML pages; sign-in with a project's key): /, /runs/..., /diff, /signin
+        *store_routes(store, key_projects),
     ]
     app = Starlette(
         routes=routes,

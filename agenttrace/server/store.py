@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._trace import ATTR_EVENT, ATTR_EVENTS, ATTR_RUN_NAME, run_status
+from .._trace import STATUSES as STATUSES  # the statuses a run can have (re-exported)
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -196,6 +197,13 @@ class SqlStore(ABC):
             last = rows[limit - 1]
             next_cursor = _encode_cursor(last["started_ns"], last["trace_id"])
         return page, next_cursor
+
+    def trace_summary(self, project: str, trace_id: str) -> dict[str, Any] | None:
+        """The ``list_traces`` entry of one trace of this project (None if it has no such trace)."""
+        rows = self._read(
+            "SELECT * FROM traces WHERE project = ? AND trace_id = ?", (project, trace_id)
+        )
+        return _summary(rows[0]) if rows else None
 
     def trace_spans(self, project: str, trace_id: str) -> list[dict[str, Any]]:
         """Span records of one trace of this project (empty if it has none)."""
