@@ -90,7 +90,26 @@ def get_weather(city: str) -> dict[str, Any]:
         weather = response.json()
         agenttrace.set_result(weather)
     log("tool", f"get_weather({city}) -> {weather['temperature_c']} C, {weather['conditions']}")
+    log("advice", f"{city}: {advice_for(weather['conditions'])}")
     return weather
+
+
+# A function boundary: what no HTTP instrumentor sees (here a database) is recorded as a tool
+# call, and in replay its recorded result is returned without running the body.
+@agenttrace.tool(name="advice.lookup")
+def advice_for(conditions: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(":memory:") as db:
+        db.execute("create table advice (conditions text, advice text)")
+        db.executemany(
+            "insert into advice values (?, ?)",
+            [("rain", "take an umbrella"), ("snow", "wear boots"), ("sun", "wear sunscreen")],
+        )
+        row = db.execute(
+            "select advice from advice where ? like '%' || conditions || '%'", (conditions,)
+        ).fetchone()
+    return row[0] if row else "enjoy your day"
 
 
 def stream_answer(client: openai.OpenAI, messages: list[dict[str, Any]], temperature: float) -> str:

@@ -157,3 +157,25 @@ def test_bad_edits_are_one_line_errors(recorded, edit, message):
     result = _cli(tmp_path, "replay", "--edit", spec, "--", sys.executable, str(AGENT))
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_counterfactual_tool_result_is_served_instead_of_running_the_tool(recorded):
+    tmp_path, server, first = recorded
+    events = _events(tmp_path / ".agenttrace" / "last.json")
+    tool = next(e for e in events if e["kind"] == "tool" and e["name"] == "advice.lookup")
+    edit = tmp_path / "advice.json"
+    edit.write_text(json.dumps("stay indoors"))
+    result = _cli(
+        tmp_path,
+        "replay",
+        "--edit",
+        f"{tool['seq']}={edit}",
+        "--",
+        sys.executable,
+        str(AGENT),
+        LLM_SERVER_URL=server.url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "advice   Paris: stay indoors" in result.stdout
+    assert result.stdout.replace("stay indoors", "take an umbrella") == first.stdout
+    assert "first divergence" in result.stderr  # the replay's answer differs from the recording
