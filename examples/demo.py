@@ -250,6 +250,13 @@ def replay(server_url: str, trace_file: Path, recorded_stdout: str) -> bool:
         ok = diff_traces(trace_file, replayed)
     if ok:
         say("✓ replay matched: stdout identical, 0 requests reached the network")
+        say()
+        say("Next: look at both runs in the browser (the waterfall, each call, the redactions):")
+        say(f"  .venv/bin/agenttrace view {LOCAL_DIR.relative_to(REPO)}")
+        say(
+            "and ask 'what if': .venv/bin/agenttrace replay --edit SEQ=answer.json -- "
+            ".venv/bin/python examples/agent.py  (see README, Replaying and what-if)"
+        )
     return ok
 
 
