@@ -253,9 +253,10 @@ def replay(server_url: str, trace_file: Path, recorded_stdout: str) -> bool:
         say()
         say("Next: look at both runs in the browser (the waterfall, each call, the redactions):")
         say(f"  .venv/bin/agenttrace view {LOCAL_DIR.relative_to(REPO)}")
+        say("and ask 'what if' (README, Replaying and what-if):")
         say(
-            "and ask 'what if': .venv/bin/agenttrace replay --edit SEQ=answer.json -- "
-            ".venv/bin/python examples/agent.py  (see README, Replaying and what-if)"
+            f"  AGENTTRACE_LOCAL_DIR={LOCAL_DIR.relative_to(REPO)} .venv/bin/agenttrace replay "
+            "--edit SEQ=answer.json -- .venv/bin/python examples/agent.py"
         )
     return ok
 
